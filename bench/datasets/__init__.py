@@ -1,0 +1,1 @@
+"""Data layer: adapters -> protocols (recipes) -> cached artifacts -> DataModule."""

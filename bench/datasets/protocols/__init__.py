@@ -1,0 +1,1 @@
+"""Named, versioned recipes: filter, sessionize, split, remap, augment (after the split)."""

@@ -1,0 +1,183 @@
+"""The model contract shared by every model, neural or not.
+
+A batch (from the DataModule, `bench.datasets.datamodule`) is a dict of tensors:
+
+    items       Long (B, L)  history item indices, left-aligned, 0 = padding
+    behaviors   Long (B, L)  1..4 = pv, fav, cart, buy; 0 = padding
+    categories  Long (B, L)  1..n_categories; 0 = padding or unknown
+    gaps        Long (B, L)  bucketed time gap to the previous event, see `gap_bucket`
+    lengths     Long (B,)    number of real history events, >= 1
+    targets     Long (B,)    item index to predict, 1..n_items
+
+A neural model maps a batch to one vector per history (`encode`); scores are that
+vector against the tied item embedding table (`item_table`). Row 0 of the table is
+padding and is never a valid prediction (the evaluator masks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+N_BEHAVIORS = 4
+N_GAP_BUCKETS = 33  # 0 pad, 1 first event, 2 + floor(log2(1 + seconds)) capped at 32
+
+
+def gap_bucket(gap_seconds: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Bucket time gaps on a log2 scale; `first` marks events with no predecessor."""
+    buckets = 2 + torch.floor(torch.log2(1 + gap_seconds.clamp(min=0).double())).long()
+    buckets = buckets.clamp(max=N_GAP_BUCKETS - 1)
+    return torch.where(first, torch.ones_like(buckets), buckets)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the prepared data."""
+
+    n_items: int  # item indices are 1..n_items; tables have n_items + 1 rows
+    n_categories: int = 0
+    max_len: int = 50
+    has_behavior: bool = False  # more than one behaviour type occurs
+    has_category: bool = False
+    has_time: bool = False  # real clock time (gaps mean something)
+    item_counts: torch.Tensor | None = None  # (n_items + 1,) training support, for logQ / pop
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters common to the neural models; each model extends it."""
+
+    embedding_dim: int = 64
+    dropout: float = 0.2
+    use_behavior: bool = True  # add a behaviour-type embedding to each history event
+    use_category: bool = False  # add the item's category embedding
+    use_time_gap: bool = False  # add a bucketed time-gap embedding
+
+
+class HistoryEmbedding(nn.Module):
+    """Item embedding plus the side features switched on in the config, summed.
+
+    The item table is the one used for scoring (tied weights).
+    """
+
+    def __init__(self, config: ModelConfig, spec: DataSpec, dim: int | None = None) -> None:
+        super().__init__()
+        dim = dim or config.embedding_dim
+        self.items = nn.Embedding(spec.n_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.items.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+        use = getattr(config, "use_behavior", False) and spec.has_behavior
+        self.behaviors = nn.Embedding(N_BEHAVIORS + 1, dim, padding_idx=0) if use else None
+        use = getattr(config, "use_category", False) and spec.has_category
+        self.categories = nn.Embedding(spec.n_categories + 1, dim, padding_idx=0) if use else None
+        use = getattr(config, "use_time_gap", False) and spec.has_time
+        self.gaps = nn.Embedding(N_GAP_BUCKETS, dim, padding_idx=0) if use else None
+        for table in (self.behaviors, self.categories, self.gaps):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.02)
+                with torch.no_grad():
+                    table.weight[0].zero_()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.items(batch["items"])
+        if self.behaviors is not None:
+            out = out + self.behaviors(batch["behaviors"])
+        if self.categories is not None:
+            out = out + self.categories(batch["categories"])
+        if self.gaps is not None:
+            out = out + self.gaps(batch["gaps"])
+        return out
+
+
+def last_position(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """hidden (B, L, d) -> the state at the last real event of each history, (B, d)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+    return hidden.gather(1, index).squeeze(1)
+
+
+class SequenceModel(nn.Module):
+    """Base of the neural models. Subclasses define `encode` and keep `self.embedding`."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]  # baseline | recurrent | attention | graph
+    paper: ClassVar[str]
+    Config: ClassVar[type] = ModelConfig
+    neural: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, d) output embeddings, tied to the input item embeddings."""
+        return self.embedding.items.weight
+
+    def scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encode(batch) @ self.item_table().T
+
+    def training_loss(self, batch: dict[str, torch.Tensor], criterion) -> torch.Tensor:
+        """`criterion(hidden (N, d), targets (N,))` is full or sampled softmax; BERT4Rec overrides."""
+        return criterion(self.encode(batch), batch["targets"])
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        """Optuna search space: suggest values on `trial`, return config overrides."""
+        return {
+            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        }
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return dataclasses.asdict(cls.Config())
+
+
+@dataclass
+class TrainSequences:
+    """Training-window sequences in CSR form, for non-neural baselines.
+
+    Sequence i is items[offsets[i]:offsets[i + 1]] (ts and behaviors alike), in time order.
+    """
+
+    items: torch.Tensor
+    behaviors: torch.Tensor
+    ts: torch.Tensor
+    offsets: torch.Tensor
+
+
+class Baseline:
+    """Base of the non-neural models (pop, kNN): `fit` on training sequences, then score."""
+
+    name: ClassVar[str]
+    family: ClassVar[str] = "baseline"
+    paper: ClassVar[str]
+    Config: ClassVar[type]
+    neural: ClassVar[bool] = False
+
+    def __init__(self, config, spec: DataSpec) -> None:
+        self.config = config
+        self.spec = spec
+
+    def fit(self, train: TrainSequences) -> Baseline:
+        raise NotImplementedError
+
+    def scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, n_items + 1) scores; higher is better; column 0 is ignored."""
+        raise NotImplementedError
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        return {}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return dataclasses.asdict(cls.Config())
