@@ -35,6 +35,9 @@ class Adapter:
     default_protocol: ClassVar[str]
     has_time: ClassVar[bool] = True  # False: line order stands in for time
     synthetic: ClassVar[bool] = False
+    # Per-protocol parameter defaults this data set needs (e.g. Taobao's official
+    # window and UTC+8 day boundaries for user-time); they enter the protocol hash.
+    protocol_defaults: ClassVar[dict[str, dict]] = {}
 
     root: Path
     options: dict = field(default_factory=dict)
