@@ -1,0 +1,1 @@
+"""Training: one LightningModule for every neural model, losses, and `bench run`."""

@@ -1,0 +1,145 @@
+"""The validated configuration of one run, from a YAML file, `--set key=value` and flags.
+
+Keys are run settings (below), `model.<name>` (or a bare name the model's Config has)
+for hyperparameters, and `protocol.<name>` for protocol parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from bench.errors import ConfigError
+from bench.models.registry import build_config, get_model_class
+
+
+class RunConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    dataset: str
+    protocol: str | None = None
+    target: Literal["any", "buy"] = "any"
+    seed: int = 0
+    max_epochs: int = pydantic.Field(30, ge=1)
+    batch_size: int = pydantic.Field(256, ge=1)
+    eval_batch_size: int = pydantic.Field(1024, ge=1)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    weight_decay: float = pydantic.Field(0.0, ge=0)
+    patience: int = pydantic.Field(5, ge=1)
+    monitor: str = "ndcg@10"
+    loss: Literal["auto", "full", "sampled"] = "auto"
+    n_negatives: int = pydantic.Field(8192, ge=1)
+    max_len: int | None = pydantic.Field(None, ge=1)
+    exclude_history: bool = False
+    devices: int | str = 1
+    strategy: str = "auto"
+    accelerator: str = "auto"
+    precision: str | None = None  # default: bf16-mixed on GPU, 32 on CPU
+    threads: int | None = pydantic.Field(None, ge=1)  # torch threads; None leaves torch's choice
+    num_workers: int = pydantic.Field(0, ge=0)
+    limit_train_batches: float | int | None = None
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    runs_dir: str = "runs"
+    run_id: str | None = None
+    resume: bool = False
+    wandb: bool = False
+    wandb_group: str | None = None
+    params: dict[str, Any] = {}  # model hyperparameters
+    protocol_params: dict[str, Any] = {}
+
+    @pydantic.field_validator("monitor")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        name, _, k = value.partition("@")
+        if name not in {"hr", "mrr", "ndcg"} or not k.isdigit():
+            raise ValueError("must look like ndcg@10, hr@20 or mrr@20")
+        return value
+
+
+RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params"}
+
+
+def _error_from(err: pydantic.ValidationError, source: str) -> ConfigError:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return ConfigError(
+            f"unknown key {key!r}",
+            option=source,
+            hint=f"run settings are: {', '.join(sorted(RUN_KEYS))}; model hyperparameters "
+            "go under model.<name>, protocol ones under protocol.<name>",
+        )
+    return ConfigError(f"bad value for {key}: {first['msg']}", option=source)
+
+
+def load_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("config file not found", file=path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(err, 'problem', err)}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a config file holds a mapping of key: value", file=path)
+    return data
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """`key=value` strings to a dict; values are read as YAML scalars (3, 0.1, true, text)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value, got {item!r}", option="--set")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
+    """Merge file < --set < explicit flags, route keys to run / model / protocol, validate."""
+    merged: dict[str, Any] = {}
+    params: dict[str, Any] = dict(file_values.pop("params", None) or {})
+    protocol_params: dict[str, Any] = dict(file_values.pop("protocol_params", None) or {})
+    for values in (file_values, assignments):
+        for key, value in values.items():
+            if key.startswith("model."):
+                params[key[6:]] = value
+            elif key.startswith("protocol."):
+                protocol_params[key[9:]] = value
+            elif key in RUN_KEYS:
+                merged[key] = value
+            else:
+                params[key] = value  # a bare model hyperparameter; checked below
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        config = RunConfig(**merged, params=params, protocol_params=protocol_params)
+    except pydantic.ValidationError as err:
+        raise _error_from(err, "--config/--set") from None
+    model_cls = get_model_class(config.model)
+    known = {f.name for f in dataclasses.fields(model_cls.Config)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)}: neither a run setting nor a "
+            f"hyperparameter of {config.model}",
+            option="--set",
+            hint=f"{config.model} takes: {', '.join(sorted(known))}; run settings: "
+            f"{', '.join(sorted(RUN_KEYS))}",
+        )
+    build_config(config.model, params)  # validates the values
+    return config

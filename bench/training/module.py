@@ -1,0 +1,92 @@
+"""One LightningModule for every neural model: the model says what a history vector
+is, this module says how it is trained and evaluated, the Trainer says where."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+
+from bench.evaluation import RankingMetrics, chunked_ranks
+from bench.training.losses import make_criterion
+
+
+class SequenceTask(L.LightningModule):
+    """Trains `model` with full or sampled softmax (AdamW) and ranks every item on eval."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        loss: str = "auto",
+        n_negatives: int = 8192,
+        ks: tuple[int, ...] = (5, 10, 20, 50),
+        exclude_history: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.exclude_history = exclude_history
+        spec = model.spec
+        self.criterion = make_criterion(
+            loss, model.item_table, spec.n_items, spec.item_counts, n_negatives=n_negatives
+        )
+        self.loss_kind = type(self.criterion).__name__
+        self.val_metrics = RankingMetrics(ks=ks)
+        self.test_metrics = RankingMetrics(ks=ks)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.model.training_loss(batch, self.criterion)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["targets"].numel())
+        return loss
+
+    def _ranks(self, batch) -> torch.Tensor:
+        hidden = self.model.encode(batch)
+        exclude = batch["items"] if self.exclude_history else None
+        return chunked_ranks(
+            hidden.float(), self.model.item_table().float(), batch["targets"], exclude=exclude
+        )
+
+    def validation_step(self, batch, batch_idx):
+        self.val_metrics.update(self._ranks(batch))
+
+    def on_validation_epoch_end(self):
+        values = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_idx):
+        self.test_metrics.update(self._ranks(batch))
+
+    def on_test_epoch_end(self):
+        values = self.test_metrics.compute()
+        self.log_dict({f"test/{k}": v for k, v in values.items()})
+        self.test_metrics.reset()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    # Resuming must give the same result as an uninterrupted run: the random streams
+    # (dropout, negative sampling, masking) travel in the checkpoint, as plain types so
+    # that checkpoints load with weights_only=True.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint["bench_rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("bench_rng")
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        np_state = state["numpy"]
+        np.random.set_state((np_state[0], np_state[1].numpy(), *np_state[2:]))
