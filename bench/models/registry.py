@@ -41,7 +41,9 @@ def get_model_class(name: str) -> type:
     _load_all()
     if name not in _MODELS:
         raise ConfigError(
-            f"unknown model {name!r}", option="--model", hint=f"choose one of: {', '.join(sorted(_MODELS))}"
+            f"unknown model {name!r}",
+            option="--model",
+            hint=f"choose one of: {', '.join(sorted(_MODELS))}",
         )
     return _MODELS[name]
 
@@ -64,7 +66,9 @@ def build_config(name: str, overrides: dict | None = None):
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(
-            f"bad value for {name}.{key}: {first['msg']}", option="--set", hint=f"defaults: {cls.defaults()}"
+            f"bad value for {name}.{key}: {first['msg']}",
+            option="--set",
+            hint=f"defaults: {cls.defaults()}",
         ) from None
 
 

@@ -39,6 +39,7 @@ class SequenceTask(L.LightningModule):
         self.loss_kind = type(self.criterion).__name__
         self.val_metrics = RankingMetrics(ks=ks)
         self.test_metrics = RankingMetrics(ks=ks)
+        self.test_reciprocal_ranks = None
 
     def training_step(self, batch, batch_idx):
         loss = self.model.training_loss(batch, self.criterion)
@@ -60,10 +61,21 @@ class SequenceTask(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
         self.val_metrics.reset()
 
+    def on_test_epoch_start(self):
+        self._test_ranks = []
+
     def test_step(self, batch, batch_idx):
-        self.test_metrics.update(self._ranks(batch))
+        ranks = self._ranks(batch)
+        self.test_metrics.update(ranks)
+        self._test_ranks.append(ranks.cpu())
 
     def on_test_epoch_end(self):
+        # Per-history reciprocal ranks, in test order, for paired significance tests;
+        # under several processes each rank holds only its shard, so none are kept.
+        single = self.trainer.world_size == 1
+        self.test_reciprocal_ranks = (
+            (1.0 / torch.cat(self._test_ranks).double()).numpy() if single else None
+        )
         values = self.test_metrics.compute()
         self.log_dict({f"test/{k}": v for k, v in values.items()})
         self.test_metrics.reset()

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -21,6 +22,7 @@ from bench.datasets.prepare import prepare
 from bench.evaluation import evaluate
 from bench.models.registry import build_config, create_model
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
+from bench.tracking import log_summary, make_logger
 from bench.training.config import RunConfig
 
 # Settings that do not change what a run computes stay out of its id.
@@ -104,10 +106,29 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         "run_config": config.model_dump(exclude={"params", "protocol_params"}),
         "artifact": str(artifact),
     }
+    tracked = {**result, "run_config": config.model_dump()}
     if model.neural:
+        if logger is None and config.wandb:
+            logger = make_logger(run_id, config.wandb_group, run_dir / "wandb", tracked)
         result.update(_train_neural(config, model, data, ckpt_dir, progress, logger, callbacks))
+        if config.wandb and logger is not None:
+            logger.experiment.summary.update(_flat_metrics(result["metrics"]))
+            result["wandb_dir"] = logger.experiment.dir
+            logger.experiment.finish()
     else:
         result.update(_fit_baseline(config, model, data))
+        if config.wandb:
+            result["wandb_dir"] = log_summary(
+                run_id,
+                config.wandb_group,
+                run_dir / "wandb",
+                tracked,
+                _flat_metrics(result["metrics"]),
+            )
+    if result.get("test_reciprocal_ranks") is not None:
+        rr_file = run_dir / "test_rr.npy"
+        np.save(rr_file, result.pop("test_reciprocal_ranks"))
+        result["test_rr_file"] = str(rr_file)
     result.update(
         peak_rss_bytes=peak_rss_bytes(),
         peak_gpu_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
@@ -123,13 +144,23 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     return result
 
 
+def _flat_metrics(metrics: dict) -> dict:
+    return {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+
+
 def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
     start = time.perf_counter()
     model.fit(data.train_sequences())
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     valid = evaluate(model, data.split_dataloader("valid"), exclude_history=config.exclude_history)
-    test = evaluate(model, data.split_dataloader("test"), exclude_history=config.exclude_history)
+    test = evaluate(
+        model,
+        data.split_dataloader("test"),
+        exclude_history=config.exclude_history,
+        return_reciprocal_ranks=True,
+    )
+    reciprocal_ranks = test.pop("reciprocal_ranks")
     return {
         "metrics": {"valid": valid, "test": test},
         "best_epoch": None,
@@ -139,6 +170,7 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
         "eval_seconds": (time.perf_counter() - start) / 2,
         "parameters": 0,
         "loss": None,
+        "test_reciprocal_ranks": np.asarray(reciprocal_ranks, dtype=np.float64),
     }
 
 
