@@ -302,3 +302,31 @@ def sweep(opts: SweepOptions) -> dict:
 
 if __name__ == "__main__":  # a worker process started by start_workers
     run_worker(SweepOptions(**json.loads(sys.argv[1])))
+
+
+def automl(
+    dataset: str,
+    models: list[str],
+    *,
+    trials: int,
+    seeds: int = 3,
+    leaderboard_dir: str | Path = "leaderboards",
+    **common,
+) -> dict:
+    """The same tuning budget for every model, then the data set's leaderboard."""
+    from bench.leaderboard import build_tables, write_leaderboards
+    from bench.models.registry import list_models
+
+    if models == ["all"]:
+        models = list_models()
+    for name in models:
+        get_model_class(name)  # unknown names fail before any work starts
+    outcomes = {}
+    for name in models:
+        opts = SweepOptions(model=name, dataset=dataset, trials=trials, seeds=seeds, **common)
+        outcomes[name] = sweep(opts)
+    store = ResultsStore(common.get("results"))
+    protocol = common.get("protocol")
+    tables = build_tables(store, dataset=dataset, protocol=protocol)
+    files = write_leaderboards(tables, leaderboard_dir)
+    return {"sweeps": outcomes, "tables": tables, "files": [str(f) for f in files]}
