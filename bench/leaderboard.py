@@ -297,6 +297,11 @@ def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
         parts.append(
             f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" font-size="12">{html.escape(name)}</text>'
         )
+    for tick in sorted({round(x0 + 0.2, 2), round(x1 - 0.2, 2)}):
+        parts.append(
+            f'<text x="{sx(tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
+            f'font-size="11">{10**tick:.3g} s</text>'
+        )
     for frac in (0, 0.5, 1):
         yv = y0 + frac * (y1 - y0)
         parts.append(
@@ -324,6 +329,7 @@ document.querySelectorAll('table.board').forEach(function (table) {
     });
   });
 });
+document.body.dataset.ready = "1";
 """
 
 

@@ -11,8 +11,14 @@ from bench.results import ResultsStore
 
 def _result(run_id: str, seed: int = 0, model: str = "gru4rec") -> dict:
     return {
-        "run_id": run_id, "model": model, "dataset": "ml-100k", "protocol": "user-loo",
-        "protocol_hash": "abc123", "target": "any", "seed": seed, "synthetic": False,
+        "run_id": run_id,
+        "model": model,
+        "dataset": "ml-100k",
+        "protocol": "user-loo",
+        "protocol_hash": "abc123",
+        "target": "any",
+        "seed": seed,
+        "synthetic": False,
         "metrics": {"valid": {"ndcg@10": 0.1}, "test": {"ndcg@10": 0.1}},
     }
 
@@ -20,7 +26,9 @@ def _result(run_id: str, seed: int = 0, model: str = "gru4rec") -> dict:
 def _writer(path: str, worker: int, n: int) -> None:
     store = ResultsStore(path)
     for i in range(n):
-        store.add(_result(f"w{worker}-r{i}", seed=i), kind="trial", study="s", trial=worker * 1000 + i)
+        store.add(
+            _result(f"w{worker}-r{i}", seed=i), kind="trial", study="s", trial=worker * 1000 + i
+        )
 
 
 def test_four_processes_writing_at_once_lose_nothing(tmp_path):
