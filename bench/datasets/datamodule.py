@@ -1,0 +1,332 @@
+"""The DataModule: an artifact's flat event columns as tensors, batches by vectorised gather.
+
+Events are loaded once into compact tensors (int32 / uint8); an example is just
+(pos, start) rows into them. A batch of B examples is one (B, L) index matrix,
+`lo + arange(L)` with `lo = max(start, pos - max_len)`, masked past the history's
+end, so serving a batch costs a handful of tensor ops and no Python per row. The
+Dataset exposes `__getitems__`, which torch's fetcher calls with a whole batch of
+indices; the collate function passes the finished dict through.
+
+Batches follow the contract in `bench.models.base` (all int64), plus
+`target_behaviors`. L is the longest history in the batch (<= max_len), so short
+session data does not pay for padding up to max_len.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from bench.errors import DataError
+from bench.models.base import DataSpec, TrainSequences, gap_bucket
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_MAX_LEN = 50
+_GAP_CHUNK = 1 << 22  # events per chunk when bucketing gaps (bounds temporary memory)
+
+
+def _require(path: Path, artifact: Path) -> Path:
+    if not path.exists():
+        raise DataError(
+            f"artifact is incomplete: {path.name} is missing",
+            file=path,
+            hint=f"rebuild it with `bench data prepare ... --force` (artifact folder: {artifact})",
+        )
+    return path
+
+
+def read_artifact_meta(artifact: Path) -> dict:
+    """meta.json of an artifact, or a DataError that says how to rebuild it."""
+    path = _require(Path(artifact) / "meta.json", Path(artifact))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"meta.json is not valid JSON ({err.msg})",
+            file=path,
+            line=err.lineno,
+            hint="the artifact is corrupt; rebuild it with `bench data prepare ... --force`",
+        ) from err
+
+
+def artifact_max_len(meta: dict) -> int:
+    """The history length the protocol was prepared with (its `max_len` parameter)."""
+    params = meta.get("params") or {}
+    return int(params.get("max_len") or meta.get("max_len") or DEFAULT_MAX_LEN)
+
+
+@dataclass
+class EventTensors:
+    """Flat per-event columns, compact; widened to int64 only after the gather."""
+
+    items: torch.Tensor  # int32 (N,)
+    behaviors: torch.Tensor  # uint8 (N,)
+    categories: torch.Tensor  # int32 (N,)
+    gaps: torch.Tensor  # uint8 (N,), gap bucket to the previous event of the same sequence
+
+    def __len__(self) -> int:
+        return self.items.numel()
+
+
+def _event_gaps(seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    """Gap bucket of every event; the first event of each sequence gets the `first` bucket."""
+    n = ts.numel()
+    out = torch.empty(n, dtype=torch.uint8)
+    for lo in range(0, n, _GAP_CHUNK):  # chunks of millions of events, not rows
+        hi = min(n, lo + _GAP_CHUNK)
+        prev = max(lo - 1, 0)
+        prev_ts = ts[prev : hi - 1] if lo else torch.cat([ts[:1], ts[: hi - 1]])
+        prev_seq = seq[prev : hi - 1] if lo else torch.cat([seq[:1] - 1, seq[: hi - 1]])
+        first = seq[lo:hi] != prev_seq
+        out[lo:hi] = gap_bucket(ts[lo:hi] - prev_ts, first).to(torch.uint8)
+    return out
+
+
+def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`__getitems__` already built the batch (module-level so workers can pickle it)."""
+    return batch
+
+
+class ExampleSet(Dataset):
+    """The examples of one split: example i predicts events[pos[i]] from its history."""
+
+    def __init__(
+        self, events: EventTensors, pos: torch.Tensor, start: torch.Tensor, max_len: int
+    ) -> None:
+        self.events = events
+        self.pos = pos
+        self.start = start
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return self.pos.numel()
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        pos, start = self.pos[idx], self.start[idx]
+        lengths = torch.clamp(pos - start, max=self.max_len)
+        width = int(lengths.max()) if idx.numel() else 0
+        offsets = torch.arange(width)
+        mask = offsets < lengths.unsqueeze(1)  # (B, L): left-aligned real events
+        rows = torch.where(mask, (pos - lengths).unsqueeze(1) + offsets, 0)
+        ev = self.events
+
+        def take(column: torch.Tensor) -> torch.Tensor:
+            return column[rows].long().masked_fill_(~mask, 0)
+
+        return {
+            "items": take(ev.items),
+            "behaviors": take(ev.behaviors),
+            "categories": take(ev.categories),
+            "gaps": take(ev.gaps),
+            "lengths": lengths,
+            "targets": ev.items[pos].long(),
+            "target_behaviors": ev.behaviors[pos].long(),
+        }
+
+
+class _ShardSampler(DistributedSampler):
+    """Evaluation shard of one rank: every world-th example, in order, without the
+    padding DistributedSampler adds, so gathered sums count each example once.
+    A DistributedSampler subclass so that Lightning does not shard it again."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Serves one artifact's train / valid / test examples as padded index tensors."""
+
+    def __init__(
+        self,
+        artifact: str | Path,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        max_len: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.artifact = Path(artifact)
+        self.meta = read_artifact_meta(self.artifact)
+        self.max_len = int(max_len) if max_len else artifact_max_len(self.meta)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self._events: EventTensors | None = None
+        self._splits: dict[str, ExampleSet] = {}
+        self._spec: DataSpec | None = None
+
+    # ---- loading -------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return _require(self.artifact / name, self.artifact)
+
+    def _load_events(self) -> EventTensors:
+        if self._events is None:
+            frame = pl.read_parquet(
+                self._path("events.parquet"), columns=["seq", "item", "behavior", "category", "ts"]
+            )
+            seq = frame["seq"].cast(pl.Int64).to_torch()
+            self._events = EventTensors(
+                items=frame["item"].cast(pl.Int32).to_torch(),
+                behaviors=frame["behavior"].cast(pl.UInt8).to_torch(),
+                categories=frame["category"].cast(pl.Int32).to_torch(),
+                gaps=_event_gaps(seq, frame["ts"].cast(pl.Int64).to_torch()),
+            )
+            self._seq = seq
+        return self._events
+
+    def dataset(self, split: str) -> ExampleSet:
+        """The examples of `split` (train, valid or test)."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}", hint=f"choose one of: {', '.join(SPLITS)}")
+        if split not in self._splits:
+            events = self._load_events()
+            frame = pl.read_parquet(self._path(f"{split}.parquet"), columns=["pos", "start"])
+            pos = frame["pos"].cast(pl.Int64).to_torch()
+            start = frame["start"].cast(pl.Int64).to_torch()
+            self._check_examples(split, pos, start, len(events))
+            self._splits[split] = ExampleSet(events, pos, start, self.max_len)
+        return self._splits[split]
+
+    def _check_examples(self, split: str, pos: torch.Tensor, start: torch.Tensor, n: int) -> None:
+        """Refuse an artifact whose examples point outside their own sequence."""
+        seq = self._seq
+        bad = (pos <= start) | (pos >= n) | (start < 0)
+        if not bool(bad.any()):
+            bad = (seq[pos] != seq[start]) | (
+                (start > 0) & (seq[(start - 1).clamp(min=0)] == seq[start])
+            )
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0])
+            raise DataError(
+                f"example {row} of {split} (pos {int(pos[row])}, start {int(start[row])}) "
+                "has no valid history in events.parquet",
+                file=self.artifact / f"{split}.parquet",
+                hint="the artifact is corrupt; rebuild it with `bench data prepare ... --force`",
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",)}
+        for split in needed.get(stage or "", SPLITS):
+            self.dataset(split)
+
+    # ---- what models need ------------------------------------------------------
+
+    def spec(self) -> DataSpec:
+        """Sizes and feature flags of the prepared data, for building a model."""
+        if self._spec is None:
+            items = pl.read_parquet(self._path("items.parquet"), columns=["item", "train_count"])
+            n_items = items.height
+            counts = torch.zeros(n_items + 1, dtype=torch.long)
+            counts[items["item"].cast(pl.Int64).to_torch()] = (
+                items["train_count"].cast(pl.Int64).to_torch()
+            )
+            events = pl.scan_parquet(self._path("events.parquet"))
+            flags = events.select(
+                pl.col("behavior").n_unique().alias("behaviors"),
+                pl.col("category").max().alias("max_category"),
+            ).collect()
+            categories = self.artifact / "categories.parquet"
+            n_categories = (
+                pl.scan_parquet(categories).select(pl.len()).collect().item()
+                if categories.exists()
+                else int(flags["max_category"][0] or 0)
+            )
+            self._spec = DataSpec(
+                n_items=n_items,
+                n_categories=n_categories,
+                max_len=self.max_len,
+                has_behavior=flags["behaviors"][0] > 1,
+                has_category=(flags["max_category"][0] or 0) > 0,
+                has_time=bool(self.meta.get("has_time", True)),
+                item_counts=counts,
+            )
+        return self._spec
+
+    def train_sequences(self) -> TrainSequences:
+        """Training-window events of each sequence in time order (CSR), for kNN baselines."""
+        frame = (
+            pl.scan_parquet(self._path("events.parquet"))
+            .filter(pl.col("split") == 0)
+            .select(
+                pl.col("seq").cast(pl.Int64),
+                pl.col("item").cast(pl.Int64),
+                pl.col("behavior").cast(pl.Int64),
+                pl.col("ts").cast(pl.Int64),
+            )
+            .collect()
+        )
+        seq = frame["seq"].to_torch()
+        _, counts = torch.unique_consecutive(seq, return_counts=True)
+        offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        return TrainSequences(
+            items=frame["item"].to_torch(),
+            behaviors=frame["behavior"].to_torch(),
+            ts=frame["ts"].to_torch(),
+            offsets=offsets,
+        )
+
+    # ---- loaders ---------------------------------------------------------------
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, rank) of the attached trainer, else of torch.distributed, else (1, 0)."""
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _loader(self, dataset: ExampleSet, batch_size: int, sampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=_collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled by (seed, epoch): Lightning calls the sampler's set_epoch each epoch,
+        so a run resumed at epoch k sees the same order as an uninterrupted one; under
+        several processes each rank takes its shard of that permutation."""
+        dataset = self.dataset("train")
+        world, rank = self._world()
+        sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        )
+        return self._loader(dataset, self.batch_size, sampler)
+
+    def split_dataloader(self, name: str) -> DataLoader:
+        """Examples of `name` in file order (sharded without padding across ranks)."""
+        dataset = self.dataset(name)
+        world, rank = self._world()
+        sampler = _ShardSampler(dataset, world, rank) if world > 1 else None
+        return self._loader(dataset, self.eval_batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.split_dataloader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.split_dataloader("test")
