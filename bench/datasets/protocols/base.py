@@ -1,0 +1,530 @@
+"""What every protocol shares: the base class, typed parameters, the recipe hash, and the
+vectorised Polars steps the recipes are built from (loading, remapping, examples, counts).
+
+A protocol turns the canonical LazyFrame of an adapter into a `Built`: the flat events
+table and per-split example pointers of the artifact layout (`bench.datasets.artifact`).
+Inside a recipe, time is Int64 milliseconds (`ts`) so that orderings are exact; the
+artifact stores Unix seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import polars as pl
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.errors import ConfigError, DataError
+
+SPLITS = ("train", "valid", "test")
+TRAIN, VALID, TEST = 0, 1, 2
+BUY = 4  # behaviour index of a purchase (schema.BEHAVIOR_INDEX["buy"])
+MS_PER_DAY = 86_400_000
+
+
+class Params(BaseModel):
+    """Parameters every protocol takes; each protocol extends this with its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["any", "buy"] = "any"
+    max_len: int = Field(50, ge=1, description="history events the DataModule keeps")
+    sampled_negatives: int = Field(0, ge=0, description="frozen negatives per valid/test example")
+    negatives_seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a recipe may know about the data set besides its rows."""
+
+    dataset: str
+    has_time: bool = True
+    synthetic: bool = False
+
+
+@dataclass
+class Built:
+    """A recipe's output, in the artifact layout (see `bench.datasets.artifact`)."""
+
+    events: pl.DataFrame  # seq, item, behavior, category, ts (seconds), split
+    examples: dict[str, pl.DataFrame]  # split -> pos, start (UInt64)
+    items: pl.DataFrame  # item, raw_item, category, train_count
+    categories: pl.DataFrame  # category, raw_category
+    drops: dict[str, int] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # protocol-specific meta
+    negatives: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+class Protocol:
+    """A named, versioned recipe. Subclasses set the class attributes and `build`."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    description: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    needs_time: ClassVar[bool] = True  # refuses data whose line order stands in for time
+    # Defaults that belong to the recipe for a given data set (below the adapter's own).
+    dataset_defaults: ClassVar[dict[str, dict]] = {}
+
+    def resolve(
+        self,
+        overrides: dict | None = None,
+        *,
+        dataset: str = "",
+        adapter_defaults: dict | None = None,
+    ) -> Params:
+        """Class defaults < recipe's data-set defaults < adapter's defaults < `overrides`."""
+        merged = {**self.dataset_defaults.get(dataset, {}), **(adapter_defaults or {})}
+        merged.update(overrides or {})
+        fields = self.Params.model_fields
+        unknown = sorted(set(merged) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"protocol {self.name!r} has no parameter(s) {', '.join(unknown)}",
+                option="--param",
+                hint=f"parameters of {self.name}: {self.describe_params()}",
+            )
+        try:
+            return self.Params(**merged)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "?"
+            raise ConfigError(
+                f"protocol {self.name!r}, parameter {loc}={merged.get(loc)!r}: {err['msg']}",
+                option=f"--param {loc}",
+                hint=f"parameters of {self.name}: {self.describe_params()}",
+            ) from None
+
+    def describe_params(self) -> str:
+        return ", ".join(f"{k}={f.default!r}" for k, f in self.Params.model_fields.items())
+
+    def check_data(self, data: DataInfo) -> None:
+        if self.needs_time and not data.has_time:
+            fitting = ", ".join(n for n, c in list_protocols().items() if not c.needs_time)
+            raise ConfigError(
+                f"protocol {self.name!r} needs clock time, but data set {data.dataset!r} has "
+                "none (its line order stands in for time)",
+                option="--protocol",
+                hint=f"use a protocol that works on ordered sequences: {fitting}",
+            )
+
+    def build(self, frame: pl.LazyFrame, params: Params, data: DataInfo) -> Built:
+        raise NotImplementedError
+
+
+_PROTOCOLS: dict[str, type[Protocol]] = {}
+
+
+def register_protocol(cls: type[Protocol]) -> type[Protocol]:
+    """Class decorator: make a protocol available under `cls.name`."""
+    _PROTOCOLS[cls.name] = cls
+    return cls
+
+
+def list_protocols() -> dict[str, type[Protocol]]:
+    from bench.datasets import protocols  # noqa: F401  (imports every protocol module)
+
+    return dict(sorted(_PROTOCOLS.items()))
+
+
+def get_protocol(name: str) -> Protocol:
+    known = list_protocols()
+    if name not in known:
+        raise ConfigError(
+            f"unknown protocol {name!r}",
+            option="--protocol",
+            hint=f"choose one of: {', '.join(known)}",
+        )
+    return known[name]()
+
+
+def recipe_hash(
+    protocol: Protocol, params: Params, dataset: str, adapter_options: dict | None = None
+) -> str:
+    """12 hex digits keying the artifact: everything that changes the recipe's output."""
+    payload = {
+        "protocol": protocol.name,
+        "version": protocol.version,
+        "params": params.model_dump(mode="json"),
+        "dataset": dataset,
+        "adapter_options": adapter_options or {},
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """Collect through the adapters' checked reader (read errors -> DataError) when present."""
+    try:
+        from bench.datasets.readers import collect_checked
+    except ImportError:  # adapters' reader module not there yet
+        return frame.collect(engine="streaming")
+    return collect_checked(frame)
+
+
+def load_events(
+    frame: pl.LazyFrame, *, sequence: Literal["user", "session"], with_row: bool = False
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The canonical frame as compact recipe columns: key, item, category, behavior, ts.
+
+    sequence "user": `key` is the raw user id; data without any user id falls back to its
+    sessions; rows missing the key are dropped and counted. sequence "session": `key` is the
+    session id (null where the data gives none) and `user` the user id, to cut sessions by
+    inactivity. Rows missing the item are dropped and counted. `row` (file order) on request.
+    """
+    schema = frame.collect_schema()
+    cols = [
+        pl.col("user_id" if sequence == "user" else "session_id").alias("key"),
+        pl.col("item_id").alias("item"),
+        pl.col("category_id").alias("category"),
+        (pl.col("behavior").to_physical() + 1).cast(pl.UInt8).alias("behavior"),
+        pl.col("ts").dt.epoch("ms").alias("ts"),
+    ]
+    other = "session_id" if sequence == "user" else "user_id"
+    if other in schema:
+        cols.append(pl.col(other).alias("other"))
+    if with_row:
+        frame = frame.with_row_index("row")
+        cols.insert(0, pl.col("row"))
+    df = collect(frame.select(cols))
+    drops: dict[str, int] = {}
+    if df.height == 0:
+        raise DataError("the data set has no rows", hint="check that the raw files are not empty")
+    if sequence == "user":
+        if "other" in df.columns:
+            if df["key"].null_count() == df.height and df["other"].null_count() < df.height:
+                df = df.with_columns(key=pl.col("other"))  # no user ids at all: sessions
+            df = df.drop("other")
+        missing = df["key"].null_count()
+        if missing == df.height:
+            raise DataError(
+                "no row has a user id (nor a session id)",
+                column="user_id",
+                hint="map a user column, or use a session protocol (session-time)",
+            )
+        count_drop(drops, "missing_user_id", missing)
+        if missing:
+            df = df.filter(pl.col("key").is_not_null())
+    else:
+        df = df.rename({"other": "user"}) if "other" in df.columns else df
+        if "user" not in df.columns:
+            df = df.with_columns(user=pl.lit(None, dtype=pl.UInt32))
+        lost = df.select((pl.col("key").is_null() & pl.col("user").is_null()).sum()).item()
+        if lost == df.height:
+            raise DataError(
+                "no row has a session id or a user id to cut sessions from",
+                column="session_id",
+                hint="map a session or a user column",
+            )
+        count_drop(drops, "missing_session_and_user_id", lost)
+        if lost:
+            df = df.filter(pl.col("key").is_not_null() | pl.col("user").is_not_null())
+    missing = df["item"].null_count()
+    count_drop(drops, "missing_item_id", missing)
+    if missing:
+        df = df.filter(pl.col("item").is_not_null())
+    return df, drops
+
+
+def drop_missing_time(df: pl.DataFrame, drops: dict[str, int]) -> pl.DataFrame:
+    missing = df["ts"].null_count()
+    if missing:
+        drops["missing_ts"] = missing
+        df = df.filter(pl.col("ts").is_not_null())
+    return df
+
+
+def count_drop(drops: dict[str, int], reason: str, rows: int) -> None:
+    if rows:
+        drops[reason] = drops.get(reason, 0) + int(rows)
+
+
+# ---------------------------------------------------------------- time
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {tz!r}",
+            option="--param tz",
+            hint="use an IANA name such as UTC or Asia/Shanghai",
+        ) from None
+
+
+def parse_instant(text: str, tz: str, option: str) -> datetime:
+    """ISO date or date-time; without an offset it is read in `tz`."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"cannot read {text!r} as a date or date-time",
+            option=f"--param {option}",
+            hint="write ISO 8601, e.g. 2017-11-25T00:00:00+08:00",
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone(tz))
+    return value
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def day_after(ts_ms: int, tz: str) -> datetime:
+    """Local midnight that ends the day (in `tz`) holding the instant `ts_ms`."""
+    local = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(zone(tz))
+    midnight = datetime(local.year, local.month, local.day, tzinfo=zone(tz))
+    return shift_days(midnight, 1, tz)
+
+
+def shift_days(moment: datetime, days: int, tz: str) -> datetime:
+    """`moment` moved by `days` calendar days in `tz`, wall clock kept (DST-safe)."""
+    local = moment.astimezone(zone(tz)).replace(tzinfo=None) + timedelta(days=days)
+    return local.replace(tzinfo=zone(tz))
+
+
+def iso(ms: int, tz: str) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone(tz)).isoformat()
+
+
+# ---------------------------------------------------------------- remapping
+
+
+def index_lookup(values: pl.Series, keys: pl.Series) -> pl.Series:
+    """For each value, 1 + its position in `keys` (UInt32), null where it is not a key.
+
+    Non-negative integer ids of modest range use a dense lookup table (a gather, the fast
+    path for 100M-row files); anything else a hash join.
+    """
+    n = len(values)
+    if keys.len() == 0:
+        return pl.Series(values.name, [None] * n, dtype=pl.UInt32)
+    if values.dtype.is_integer() and keys.dtype.is_integer():
+        lo = min(values.min(), keys.min())  # type: ignore[type-var]
+        hi = max(values.max(), keys.max())  # type: ignore[type-var]
+        if lo >= 0 and hi < 4 * (n + len(keys)) + 1_000_000:
+            table = np.zeros(int(hi) + 1, dtype=np.uint32)
+            table[keys.to_numpy()] = np.arange(1, len(keys) + 1, dtype=np.uint32)
+            found = pl.Series(values.name, table[values.to_numpy()])
+            return found.set(found == 0, None) if (found == 0).any() else found
+    keyed = pl.DataFrame({"k": keys.cast(values.dtype)}).with_row_index("i", offset=1)
+    out = values.to_frame("k").join(keyed, on="k", how="left", maintain_order="left")
+    return out["i"].cast(pl.UInt32).alias(values.name)
+
+
+def raw_text(series: pl.Series) -> pl.Series:
+    return series.cast(pl.String)
+
+
+def category_vocab(raw: pl.Series) -> pl.Series:
+    """Sorted distinct non-null raw categories: index = position + 1, 0 = unknown."""
+    return raw.drop_nulls().unique().sort()
+
+
+def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
+    return index_lookup(values, vocab).fill_null(0)
+
+
+def item_table(
+    vocab: pl.Series,
+    train: pl.DataFrame,
+    categories: pl.Series,
+    category_from: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """items.parquet and categories.parquet for item vocabulary `vocab` (index = position + 1).
+
+    `train` holds the kept training events (item and category as raw ids): `train_count` is
+    an item's training support, its category that of its first training event (or of its
+    first event in `category_from`, for protocols whose vocabulary is not the training one).
+    """
+    counts = train.group_by("item").agg(train_count=pl.len().cast(pl.UInt64))
+    source = train if category_from is None else category_from
+    firsts = source.group_by("item", maintain_order=True).agg(
+        raw_category=pl.col("category").drop_nulls().first()
+    )
+    per_item = (
+        pl.DataFrame({"item": vocab})
+        .join(counts, on="item", how="left", maintain_order="left")
+        .join(firsts, on="item", how="left", maintain_order="left")
+    )
+    items = pl.DataFrame(
+        {
+            "item": pl.Series(np.arange(1, len(vocab) + 1, dtype=np.uint32)),
+            "raw_item": raw_text(vocab),
+            "category": category_index(per_item["raw_category"], categories).cast(pl.UInt32),
+            "train_count": per_item["train_count"].fill_null(0).cast(pl.UInt64),
+        }
+    )
+    cats = pl.DataFrame(
+        {
+            "category": pl.Series(np.arange(1, len(categories) + 1, dtype=np.uint32)),
+            "raw_category": raw_text(categories),
+        }
+    )
+    return items, cats
+
+
+# ---------------------------------------------------------------- events and examples
+
+
+def finish_events(df: pl.DataFrame, categories: pl.Series, *, seconds: pl.Expr) -> pl.DataFrame:
+    """The artifact's events table from recipe rows in final order.
+
+    `df` has seq, item (index), category (raw), behavior, split, and whatever `seconds`
+    (the stored ts) reads.
+    """
+    return df.select(
+        pl.col("seq").cast(pl.UInt32),
+        pl.col("item").cast(pl.UInt32),
+        pl.col("behavior").cast(pl.UInt8),
+        category_index(df["category"], categories).cast(pl.UInt32).alias("category"),
+        seconds.cast(pl.Int64).alias("ts"),
+        pl.col("split").cast(pl.UInt8),
+    )
+
+
+def sequence_index(keys: pl.Expr) -> pl.Expr:
+    """0-based sequence number for rows already grouped by `keys` (a key change starts one)."""
+    return (keys != keys.shift(1)).fill_null(True).cum_sum().cast(pl.UInt32) - 1
+
+
+def with_pointers(events: pl.DataFrame) -> pl.DataFrame:
+    """pos (row) and start (row of the sequence's first event), plus `first` (no history)."""
+    first = (pl.col("seq") != pl.col("seq").shift(1)).fill_null(True)
+    pos = pl.int_range(pl.len(), dtype=pl.UInt64)
+    return events.select(
+        pos.alias("pos"),
+        pl.when(first).then(pos).otherwise(None).forward_fill().alias("start"),
+        first.alias("first"),
+        pl.col("split"),
+        pl.col("behavior"),
+    )
+
+
+def examples_by_split(
+    events: pl.DataFrame, *, target: str, restrict_train: bool
+) -> dict[str, pl.DataFrame]:
+    """Every event with an earlier event of its sequence is a target in its split.
+
+    With target "buy", valid/test keep buy targets only, and train too when `restrict_train`.
+    """
+    ptr = with_pointers(events)
+    out = {}
+    for code, split in enumerate(SPLITS):
+        cond = (pl.col("split") == code) & ~pl.col("first")
+        if target == "buy" and (code != TRAIN or restrict_train):
+            cond = cond & (pl.col("behavior") == BUY)
+        out[split] = ptr.filter(cond).select("pos", "start")
+    return out
+
+
+def require_examples(
+    examples: dict[str, pl.DataFrame], hints: dict[str, str], splits=SPLITS
+) -> None:
+    """A split left without examples is a clear error naming the parameters to relax."""
+    for split in splits:
+        if examples[split].height == 0:
+            raise DataError(
+                f"the {split} split has no examples after the recipe's filters",
+                hint=hints.get(split, "relax the protocol's filters"),
+            )
+
+
+def split_counts(
+    events: pl.DataFrame, examples: dict[str, pl.DataFrame], n_categories: int
+) -> dict[str, Any]:
+    """Per split: examples, sequences, events, items, categories; and totals."""
+    counts: dict[str, Any] = {}
+    for code, split in enumerate(SPLITS):
+        ex = examples[split]
+        part = events.filter(pl.col("split") == code)
+        counts[split] = {
+            "examples": ex.height,
+            "sequences": events["seq"].gather(ex["pos"]).n_unique() if ex.height else 0,
+            "events": part.height,
+            "items": part["item"].n_unique(),
+            "categories": part.filter(pl.col("category") > 0)["category"].n_unique(),
+            "target_items": events["item"].gather(ex["pos"]).n_unique() if ex.height else 0,
+        }
+    counts["total"] = {
+        "events": events.height,
+        "sequences": int(events["seq"].max()) + 1 if events.height else 0,
+        "items": int(events["item"].max() or 0) if events.height else 0,
+        "categories": n_categories,
+    }
+    by_behavior = events.group_by("behavior").len().sort("behavior")
+    from bench.datasets.schema import BEHAVIORS
+
+    counts["behaviors"] = {
+        BEHAVIORS[int(b) - 1]: int(n) for b, n in by_behavior.iter_rows() if 1 <= int(b) <= 4
+    }
+    return counts
+
+
+# ---------------------------------------------------------------- sampled negatives
+
+
+def sample_negatives(
+    targets: np.ndarray, n_items: int, k: int, seed: int, split_code: int
+) -> np.ndarray:
+    """(len(targets), k) distinct items in 1..n_items, none equal to the row's target.
+
+    Uniform; small catalogues draw by random keys, large ones by rejection of the few
+    collisions, both vectorised.
+    """
+    if k > n_items - 1:
+        raise ConfigError(
+            f"{k} sampled negatives asked, but only {n_items - 1} items can be negatives",
+            option="--param sampled_negatives",
+            hint=f"use at most {n_items - 1}",
+        )
+    rng = np.random.default_rng([seed, split_code])
+    rows = len(targets)
+    out = np.empty((rows, k), dtype=np.uint32)
+    chunk = max(1, 20_000_000 // max(n_items, 1))
+    if k * 4 >= n_items or chunk >= 64:
+        for lo in range(0, rows, chunk):  # per block of rows, not per row
+            hi = min(rows, lo + chunk)
+            keys = rng.random((hi - lo, n_items))
+            keys[np.arange(hi - lo), targets[lo:hi] - 1] = 2.0  # never among the k smallest
+            out[lo:hi] = np.argpartition(keys, k - 1, axis=1)[:, :k] + 1
+        return out
+    draw = rng.integers(1, n_items + 1, size=(rows, k), dtype=np.int64)
+    while True:
+        srt = np.sort(draw, axis=1)
+        bad = (srt[:, 1:] == srt[:, :-1]).any(axis=1) | (draw == targets[:, None]).any(axis=1)
+        if not bad.any():
+            break
+        draw[bad] = rng.integers(1, n_items + 1, size=(int(bad.sum()), k), dtype=np.int64)
+    out[:] = draw
+    return out
+
+
+def negatives_for(built: Built, params: Params) -> dict[str, pl.DataFrame]:
+    """negatives_<split> frames for valid and test when sampled metrics are requested."""
+    k = params.sampled_negatives
+    if not k:
+        return {}
+    n_items = built.items.height
+    out = {}
+    for code, split in ((VALID, "valid"), (TEST, "test")):
+        ex = built.examples[split]
+        targets = built.events["item"].gather(ex["pos"]).to_numpy().astype(np.int64)
+        neg = sample_negatives(targets, n_items, k, params.negatives_seed, code)
+        series = pl.Series("negatives", neg).cast(pl.List(pl.UInt32)) if len(neg) else None
+        if series is None:
+            series = pl.Series("negatives", [], dtype=pl.List(pl.UInt32))
+        out[split] = pl.DataFrame([series])
+    return out

@@ -1,0 +1,114 @@
+"""user-loo: leave-one-out per user, as RecBole's and SASRec's sequential setups do.
+
+Steps: every interaction is kept (optional filters, off by default as in RecBole's
+ml-100k setup: items with fewer than `min_item_support` interactions over the whole data,
+then users with fewer than `min_seq_length`); each user's events are ordered by time,
+ties by file order (by file order alone for data without clock time, so it works on
+one-sequence-per-line files). A user with n events: the last is the test target (n >= 2),
+the second last the valid target (n >= 3), every earlier position from the second on a
+training target (RecBole's leave-one-out gives the same parts). The `split` column says
+which part each event is.
+
+The vocabulary is every kept item, as in RecBole, so an item seen only as a test target is
+still a known (if untrained) item. Filters count over all interactions, not train only:
+this protocol is for cross-checks with published numbers, not a time-safe split.
+With target "buy", valid/test targets that are not purchases are left out (and train
+targets too unless `restrict_train_to_target` is off).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field
+
+from bench.datasets.protocols.base import (
+    TEST,
+    TRAIN,
+    VALID,
+    Built,
+    DataInfo,
+    Params,
+    Protocol,
+    category_vocab,
+    count_drop,
+    drop_missing_time,
+    examples_by_split,
+    index_lookup,
+    item_table,
+    load_events,
+    register_protocol,
+    require_examples,
+    sequence_index,
+)
+from bench.errors import DataError
+
+
+class UserLooParams(Params):
+    min_item_support: int = Field(0, ge=0)
+    min_seq_length: int = Field(0, ge=0)
+    restrict_train_to_target: bool = True
+
+
+@register_protocol
+class UserLoo(Protocol):
+    name = "user-loo"
+    version = 1
+    description = "leave-one-out per user (RecBole / SASRec): last = test, second last = valid"
+    Params = UserLooParams
+    needs_time = False
+
+    def build(self, frame: pl.LazyFrame, params: UserLooParams, data: DataInfo) -> Built:
+        p = params
+        df, drops = load_events(frame, sequence="user")
+        if data.has_time:
+            df = drop_missing_time(df, drops)
+            df = df.sort(["key", "ts"], maintain_order=True)
+        else:
+            df = df.sort("key", maintain_order=True)
+        if p.min_item_support > 0:
+            n = df.height
+            df = df.filter(pl.len().over("item") >= p.min_item_support)
+            count_drop(drops, "item_support_below_min", n - df.height)
+        if p.min_seq_length > 0:
+            n = df.height
+            df = df.filter(pl.len().over("key") >= p.min_seq_length)
+            count_drop(drops, "sequence_shorter_than_min", n - df.height)
+        if df.height == 0:
+            raise DataError(
+                "every interaction was filtered away",
+                option="--param min_item_support/min_seq_length",
+                hint="lower min_item_support or min_seq_length",
+            )
+        df = df.with_columns(seq=sequence_index(pl.col("key")))
+        df = df.with_columns(
+            position=pl.int_range(pl.len(), dtype=pl.Int64).over("seq"),
+            length=pl.len().over("seq").cast(pl.Int64),
+        )
+        split = (
+            pl.when((pl.col("length") >= 2) & (pl.col("position") == pl.col("length") - 1))
+            .then(TEST)
+            .when((pl.col("length") >= 3) & (pl.col("position") == pl.col("length") - 2))
+            .then(VALID)
+            .otherwise(TRAIN)
+            .cast(pl.UInt8)
+        )
+        df = df.with_columns(split=split)
+        vocab = df["item"].unique().sort()
+        categories = category_vocab(df["category"])
+        train = df.filter(pl.col("split") == TRAIN).select("item", "category")
+        items, cats = item_table(vocab, train, categories, category_from=df)
+        seconds = (pl.col("ts") // 1000) if data.has_time else pl.col("position")
+        events = df.select(
+            pl.col("seq"),
+            index_lookup(df["item"], vocab).alias("item"),
+            pl.col("behavior"),
+            index_lookup(df["category"], categories).fill_null(0).alias("category"),
+            seconds.cast(pl.Int64).alias("ts"),
+            pl.col("split"),
+        )
+        examples = examples_by_split(
+            events, target=p.target, restrict_train=p.restrict_train_to_target
+        )
+        hint = "lower min_seq_length / min_item_support, or use target 'any'"
+        require_examples(examples, {s: hint for s in ("train", "valid", "test")})
+        return Built(events, examples, items, cats, drops, {})

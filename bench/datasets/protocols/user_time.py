@@ -1,0 +1,218 @@
+"""user-time: one sequence per user, a global time cut; predict every valid / test event.
+
+Steps, in this order (the Taobao default; DESIGN.md "Default parameters"):
+
+1. keep events in [window_start, window_end); the rest are dropped and counted. Without a
+   window_end the window ends at the midnight (in `tz`) after the data's last day.
+2. order each user's events by time, ties by file order.
+3. collapse consecutive repeats of the same (item, behaviour) within a user to one event
+   (once, before any item filter).
+4. windows by local days in `tz`: test = the last `test_days`, valid = the `valid_days`
+   before, train = everything earlier.
+5. item support is counted on training events only; training events of items seen fewer
+   than `min_item_support` times are dropped. The vocabulary is the items left; valid /
+   test events of items outside it are dropped (neither target nor history, as in
+   SR-GNN) and their share of the valid / test events is reported.
+6. every event with an earlier kept event of its user is a target of its window's split;
+   its history is every earlier event (the DataModule keeps the last `max_len`).
+   Training targets are training-window events, so no training input sees a valid or
+   test event. With target "buy" only buy targets count in valid / test, and in train
+   as well unless `restrict_train_to_target` is off.
+
+Items are numbered 1..n in the order of their raw ids; categories likewise (training
+events' categories only; 0 = unknown).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field
+
+from bench.datasets.protocols.base import (
+    TEST,
+    TRAIN,
+    VALID,
+    Built,
+    DataInfo,
+    Params,
+    Protocol,
+    category_vocab,
+    count_drop,
+    day_after,
+    drop_missing_time,
+    examples_by_split,
+    index_lookup,
+    iso,
+    item_table,
+    load_events,
+    parse_instant,
+    register_protocol,
+    require_examples,
+    sequence_index,
+    shift_days,
+    to_ms,
+    zone,
+)
+from bench.errors import ConfigError, DataError
+
+
+class UserTimeParams(Params):
+    window_start: str | None = Field(None, description="ISO instant; None: no lower bound")
+    window_end: str | None = Field(None, description="ISO instant; None: after the last day")
+    tz: str = "UTC"
+    valid_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+    min_item_support: int = Field(5, ge=1)
+    collapse_repeats: bool = True
+    restrict_train_to_target: bool = True
+
+
+@register_protocol
+class UserTime(Protocol):
+    name = "user-time"
+    version = 1
+    description = "one sequence per user, global time cut by days, every valid/test event a target"
+    Params = UserTimeParams
+
+    def build(self, frame: pl.LazyFrame, params: UserTimeParams, data: DataInfo) -> Built:
+        p = params
+        zone(p.tz)
+        df, drops = load_events(frame, sequence="user")
+        df = drop_missing_time(df, drops)
+        if df.height == 0:
+            raise DataError("no event has a timestamp", column="ts")
+
+        end = (
+            parse_instant(p.window_end, p.tz, "window_end")
+            if p.window_end
+            else day_after(int(df["ts"].max()), p.tz)  # type: ignore[arg-type]
+        )
+        start = parse_instant(p.window_start, p.tz, "window_start") if p.window_start else None
+        test_start = shift_days(end, -p.test_days, p.tz)
+        valid_start = shift_days(test_start, -p.valid_days, p.tz)
+        if start is not None and valid_start <= start:
+            raise ConfigError(
+                f"the window {start.isoformat()} .. {end.isoformat()} leaves no training days "
+                f"before {p.valid_days} valid and {p.test_days} test day(s)",
+                option="--param window_start",
+                hint="widen the window or lower valid_days / test_days",
+            )
+        end_ms, test_ms, valid_ms = to_ms(end), to_ms(test_start), to_ms(valid_start)
+        inside = pl.col("ts") < end_ms
+        if start is not None:
+            inside = inside & (pl.col("ts") >= to_ms(start))
+        n = df.height
+        # one pass: window filter, then each user's events in time order, ties by file order
+        df = df.lazy().filter(inside).sort(["key", "ts"], maintain_order=True).collect()
+        count_drop(drops, "outside_window", n - df.height)
+        if df.height == 0:
+            raise DataError(
+                f"no event falls inside the window {start} .. {end.isoformat()}",
+                option="--param window_start/window_end",
+                hint="set a window that overlaps the data, or leave both unset",
+            )
+
+        if p.collapse_repeats:
+            repeat = (
+                (pl.col("key") == pl.col("key").shift(1))
+                & (pl.col("item") == pl.col("item").shift(1))
+                & (pl.col("behavior") == pl.col("behavior").shift(1))
+            ).fill_null(False)
+            n = df.height
+            df = df.filter(~repeat)
+            count_drop(drops, "consecutive_repeat", n - df.height)
+
+        split = (
+            pl.when(pl.col("ts") < valid_ms)
+            .then(TRAIN)
+            .when(pl.col("ts") < test_ms)
+            .then(VALID)
+            .otherwise(TEST)
+            .cast(pl.UInt8)
+        )
+        df = df.with_columns(split=split)
+        support = df.filter(pl.col("split") == TRAIN).group_by("item").len()
+        if support.height == 0:
+            raise DataError(
+                f"no event falls in the training window before {valid_start.isoformat()}",
+                option="--param window_start/valid_days/test_days",
+                hint="widen the window or lower valid_days / test_days",
+            )
+        vocab = support.filter(pl.col("len") >= p.min_item_support)["item"].sort()
+        if vocab.len() == 0:
+            raise DataError(
+                f"no item is seen {p.min_item_support} times in the training window",
+                option="--param min_item_support",
+                hint="lower min_item_support",
+            )
+
+        index = index_lookup(df["item"], vocab)
+        unseen = index.is_null()
+        lost = (
+            df.select("split", "behavior")
+            .with_columns(unseen=unseen)
+            .group_by("split")
+            .agg(
+                rows=pl.col("unseen").sum(),
+                total=pl.len(),
+                buy_rows=(pl.col("unseen") & (pl.col("behavior") == 4)).sum(),
+                buy_total=(pl.col("behavior") == 4).sum(),
+            )
+        )
+        stats = {int(r["split"]): r for r in lost.iter_rows(named=True)}
+        empty = {"rows": 0, "total": 0, "buy_rows": 0, "buy_total": 0}
+        count_drop(drops, "item_support_below_min_in_train", stats.get(TRAIN, empty)["rows"])
+        count_drop(
+            drops,
+            "item_unseen_in_train",
+            stats.get(VALID, empty)["rows"] + stats.get(TEST, empty)["rows"],
+        )
+        prefix = "buy_" if p.target == "buy" else ""
+        drop_fraction = {}
+        for code, split_name in ((VALID, "valid"), (TEST, "test")):
+            s = stats.get(code, empty)
+            total = s[prefix + "total"]
+            drop_fraction[split_name] = s[prefix + "rows"] / total if total else 0.0
+
+        df = df.with_columns(index=index).filter(pl.col("index").is_not_null())
+        train = df.filter(pl.col("split") == TRAIN).select("item", "category")
+        categories = category_vocab(train["category"])
+        items, cats = item_table(vocab, train, categories)
+        del train
+
+        events = df.select(
+            sequence_index(pl.col("key")).alias("seq"),
+            pl.col("index").alias("item"),
+            pl.col("behavior"),
+            pl.col("category"),
+            (pl.col("ts") // 1000).alias("ts"),
+            pl.col("split"),
+        )
+        del df
+        events = events.with_columns(
+            pl.col("seq").cast(pl.UInt32),
+            pl.col("item").cast(pl.UInt32),
+            index_lookup(events["category"], categories).fill_null(0).alias("category"),
+        ).select("seq", "item", "behavior", "category", "ts", "split")
+        examples = examples_by_split(
+            events, target=p.target, restrict_train=p.restrict_train_to_target
+        )
+        relax = "lower min_item_support, widen the window or use target 'any'"
+        require_examples(
+            examples,
+            {
+                "train": relax,
+                "valid": f"raise valid_days (now {p.valid_days}); {relax}",
+                "test": f"raise test_days (now {p.test_days}); {relax}",
+            },
+        )
+        info = {
+            "window": {
+                "start": start.isoformat() if start else None,
+                "valid_start": iso(valid_ms, p.tz),
+                "test_start": iso(test_ms, p.tz),
+                "end": iso(end_ms, p.tz),
+            },
+            "target_drop_fraction": drop_fraction,
+        }
+        return Built(events, examples, items, cats, drops, info)
