@@ -14,7 +14,6 @@ session data does not pay for padding up to max_len.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bench.datasets.artifact import read_meta
 from bench.errors import DataError
 from bench.models.base import DataSpec, TrainSequences, gap_bucket
 
@@ -39,20 +39,6 @@ def _require(path: Path, artifact: Path) -> Path:
             hint=f"rebuild it with `bench data prepare ... --force` (artifact folder: {artifact})",
         )
     return path
-
-
-def read_artifact_meta(artifact: Path) -> dict:
-    """meta.json of an artifact, or a DataError that says how to rebuild it."""
-    path = _require(Path(artifact) / "meta.json", Path(artifact))
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"meta.json is not valid JSON ({err.msg})",
-            file=path,
-            line=err.lineno,
-            hint="the artifact is corrupt; rebuild it with `bench data prepare ... --force`",
-        ) from err
 
 
 def artifact_max_len(meta: dict) -> int:
@@ -163,7 +149,7 @@ class SequenceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.artifact = Path(artifact)
-        self.meta = read_artifact_meta(self.artifact)
+        self.meta = read_meta(self.artifact)
         self.max_len = int(max_len) if max_len else artifact_max_len(self.meta)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size

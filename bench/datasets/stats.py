@@ -12,7 +12,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from bench.datasets.datamodule import SPLITS, artifact_max_len, read_artifact_meta
+from bench.datasets.artifact import SPLITS, read_meta
 from bench.datasets.schema import BEHAVIORS
 
 SESSION_GAP_SECONDS = 30 * 60  # sessions of user sequences: cut at 30 minutes of inactivity
@@ -41,6 +41,11 @@ def _distribution(lengths: pl.Series) -> dict[str, float | int | None]:
     return {k: int(v) if k in ("min", "max") else float(v) for k, v in out.items()}
 
 
+def _max_len(meta: dict) -> int:
+    """The protocol's history cap (kept free of the DataModule so `bench data` starts fast)."""
+    return int(meta.get("max_len") or (meta.get("params") or {}).get("max_len") or 50)
+
+
 def _lookup(meta: dict, key: str):
     """A protocol-specific value, whether the writer put it at the top of meta or under info."""
     if key in meta:
@@ -51,8 +56,8 @@ def _lookup(meta: dict, key: str):
 def dataset_stats(artifact: str | Path) -> dict:
     """Counts and distributions of one artifact, per split where it makes sense."""
     artifact = Path(artifact)
-    meta = read_artifact_meta(artifact)
-    max_len = artifact_max_len(meta)
+    meta = read_meta(artifact)
+    max_len = _max_len(meta)
     protocol = str(meta.get("protocol", ""))
     unit = "session" if protocol.startswith("session") else "user"
     has_time = bool(meta.get("has_time", True))
