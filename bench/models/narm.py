@@ -1,0 +1,66 @@
+"""NARM: a GRU encoder with a global (last state) and a local (attention) summary.
+
+Li, Ren, Chen, Ren, Lian and Ma, "Neural Attentive Session-based Recommendation",
+CIKM 2017. The global encoder's last state h_t summarises the whole sequence; the
+local encoder attends over all states, alpha_tj = v^T sigmoid(A1 h_j + A2 h_t); the
+concatenation c_t = [c_local; h_t] goes through the bilinear decoder B, so that the
+score of item i is emb_i^T B c_t and `encode` returns B c_t (d-dimensional).
+Dropout 0.25 on the item embeddings and 0.5 on c_t, as in the paper and RecBole.
+Padded positions get zero attention weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.registry import register_model
+
+
+@register_model
+class NARM(SequenceModel):
+    name = "narm"
+    family = "recurrent"
+    paper = "Li, Ren, Chen, Ren, Lian, Ma. Neural Attentive Session-based Recommendation. CIKM 2017"
+
+    @dataclass
+    class Config(ModelConfig):
+        embedding_dim: int = 64
+        hidden_size: int = 128
+        num_layers: int = 1
+        dropout: float = 0.25  # on the input embeddings
+        context_dropout: float = 0.5  # on c_t, before the bilinear decoder
+
+    def __init__(self, config: NARM.Config, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        hidden = config.hidden_size
+        self.embedding = HistoryEmbedding(config, spec)
+        self.dropout = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(config.embedding_dim, hidden, config.num_layers, batch_first=True)
+        self.a1 = nn.Linear(hidden, hidden, bias=False)
+        self.a2 = nn.Linear(hidden, hidden, bias=False)
+        self.v = nn.Linear(hidden, 1, bias=False)
+        self.context_dropout = nn.Dropout(config.context_dropout)
+        self.bilinear = nn.Linear(2 * hidden, config.embedding_dim, bias=False)  # B
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        states, _ = self.gru(self.dropout(self.embedding(batch)))  # (B, L, H)
+        h_t = last_position(states, batch["lengths"])  # global encoder
+        alpha = self.v(torch.sigmoid(self.a1(states) + self.a2(h_t).unsqueeze(1)))  # (B, L, 1)
+        positions = torch.arange(states.size(1), device=states.device)
+        real = (positions < batch["lengths"].unsqueeze(1)).unsqueeze(-1)
+        c_local = (alpha * states).masked_fill(~real, 0.0).sum(1)
+        c_t = self.context_dropout(torch.cat([c_local, h_t], dim=-1))
+        return self.bilinear(c_t)
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        return {
+            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
+            "hidden_size": trial.suggest_categorical("hidden_size", [64, 128, 256]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "context_dropout": trial.suggest_float("context_dropout", 0.0, 0.6),
+        }

@@ -1,0 +1,83 @@
+"""SASRec: causal self-attention over the history, read at the last real event.
+
+Kang and McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018. Item plus
+learned positional embeddings, dropout, a stack of blocks that each apply layer norm
+before causal multi-head self-attention and before a point-wise feed-forward net
+(dropout and a residual around each), a final layer norm; the output at the last
+real position scores every item through the tied item table.
+
+Histories are left-aligned (positions 0..len-1), so every pad sits after the last
+real event: the causal mask alone keeps pads out of every real position's
+attention, which lets the fused causal kernel run without a per-batch mask.
+Sizes and dropout follow RecBole's defaults (2 blocks, 2 heads, inner 256, 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.layers import TransformerBlock, check_heads, init_transformer_
+from bench.models.registry import register_model
+
+
+@register_model
+class SASRec(SequenceModel):
+    name = "sasrec"
+    family = "attention"
+    paper = "Kang, McAuley. Self-Attentive Sequential Recommendation. ICDM 2018"
+
+    @dataclass
+    class Config(ModelConfig):
+        embedding_dim: int = 64
+        n_layers: int = 2
+        n_heads: int = 2
+        inner_size: int = 256
+        dropout: float = 0.5  # embeddings and sublayer outputs
+        attn_dropout: float = 0.5  # attention weights
+
+    def __init__(self, config: SASRec.Config, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        dim = config.embedding_dim
+        check_heads(dim, config.n_heads)
+        self.embedding = HistoryEmbedding(config, spec)
+        self.positions = nn.Embedding(spec.max_len, dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                dim,
+                config.n_heads,
+                config.inner_size,
+                config.dropout,
+                config.attn_dropout,
+                activation="gelu",
+                norm_first=True,
+            )
+            for _ in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        init_transformer_(self.blocks)
+        nn.init.normal_(self.positions.weight, std=dim**-0.5)  # the item table's scale
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        length = batch["items"].size(1)
+        if length > self.positions.num_embeddings:
+            raise ValueError(f"history width {length} exceeds max_len {self.spec.max_len}")
+        x = self.dropout(self.embedding(batch) + self.positions.weight[:length])
+        for block in self.blocks:
+            x = block(x, causal=True)
+        return self.norm(last_position(x, batch["lengths"]))  # the norm is per position
+
+    @staticmethod
+    def search_space(trial) -> dict:
+        return {
+            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
+            "n_layers": trial.suggest_int("n_layers", 1, 3),
+            "n_heads": trial.suggest_categorical("n_heads", [1, 2, 4]),
+            "inner_size": trial.suggest_categorical("inner_size", [64, 128, 256, 512]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.6),
+            "attn_dropout": trial.suggest_float("attn_dropout", 0.0, 0.6),
+        }
