@@ -194,9 +194,10 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
     for reason, rows in sorted(stats["drops"].items(), key=lambda kv: -kv[1]):
         drops.add_row(reason, _fmt(rows))
     fraction = stats["target_drop_fraction"]
+    label = "targets dropped (item not in the training vocabulary)"
     if isinstance(fraction, dict):
-        for split, value in fraction.items():
-            drops.add_row(f"{split} targets dropped (item unseen in train)", f"{value:.1%}")
+        for split in sorted(fraction, key=lambda s: SPLITS.index(s) if s in SPLITS else 9):
+            drops.add_row(f"{split} {label}", f"{fraction[split]:.1%}")
     elif fraction is not None:
-        drops.add_row("targets dropped (item unseen in train)", f"{fraction:.1%}")
+        drops.add_row(label, f"{fraction:.1%}")
     console.print(drops)
