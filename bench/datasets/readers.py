@@ -222,6 +222,7 @@ class CsvFile:
     null_values: tuple[str, ...] = ()
     what: str = ""  # the publisher's layout, for messages
     separator_option: str | None = None  # the option that changes the separator, if any
+    column_fix: str = ""  # the fix for a missing column (default: the expected layout)
 
     def _layout_hint(self) -> str:
         layout = self.what or (
@@ -269,7 +270,7 @@ class CsvFile:
                 if wrong:
                     raise wrong
                 field = missing[0]
-                hint = field.fix or (
+                hint = self.column_fix or (
                     f"the header must name {', '.join(f.name for f in self.fields)}; "
                     f"{self._layout_hint()}"
                 )
@@ -475,6 +476,7 @@ class ParquetFile:
 
     path: Path
     fields: tuple[Field, ...]
+    column_fix: str = ""
 
     def check(self) -> pl.Schema:
         try:
@@ -493,7 +495,7 @@ class ParquetFile:
                     + _did_you_mean(f.name, names),
                     file=self.path,
                     column=f.name,
-                    hint=f.fix or "fix the column mapping",
+                    hint=self.column_fix or "fix the column mapping",
                 )
         if pl.scan_parquet(self.path).select(pl.len()).collect().item() == 0:
             raise DataError("the file has no rows", file=self.path, line=1, hint="export it again")

@@ -1,0 +1,36 @@
+"""YOOCHOOSE as preprocessed by the DynamicRec authors: session windows, no time.
+
+`yoochoose.csv` holds windows of 10 comma-separated item indices, left-padded with 0
+(padding, dropped here), one session window per line.
+The line is the session (and the user), the position the order; ts is a synthetic
+position clock (epoch + global index in ms), so protocols that need clock time refuse
+it. The default protocol is `user-loo`: each line is a sequence, its last item the test
+target, as the papers that publish this file evaluate it.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from bench.datasets.readers import SequenceFile, SourceAdapter, sequences_canonical
+from bench.datasets.registry import register_dataset
+
+FILE = "yoochoose.csv"
+
+
+@register_dataset
+class YoochooseDynamicRecAdapter(SourceAdapter):
+    name = "yoochoose-dynamicrec"
+    description = "YOOCHOOSE sessions preprocessed by DynamicRec: 80,183 windows of 10, no time"
+    files = (FILE,)
+    homepage = "https://github.com/Mehrab-Tanjim/DynamicRec"
+    default_protocol = "user-loo"
+    has_time = False
+
+    def sources(self) -> list[SequenceFile]:
+        self.check_options()
+        return [SequenceFile(self.require(FILE), separator=",")]
+
+    def scan(self) -> pl.LazyFrame:
+        (seqs,) = self.sources()
+        return sequences_canonical(seqs.scan())
