@@ -1,0 +1,370 @@
+"""Preparation at scale: `user-time` on a synthetic Taobao file, Polars vs pandas.
+
+    python benchmarks/prepare_scale.py --rows 10000000
+    python benchmarks/prepare_scale.py --rows 100000000 --pandas-rows 10000000
+
+Each step runs in a child process of its own so that its peak RSS (the child's
+`ru_maxrss`, read with `os.wait4`) is its own: generation of the file (timed apart),
+`bench.datasets.prepare.prepare("taobao-synth", "user-time", force=True)`, and the
+straightforward pandas version of the same recipe (`benchmarks/pandas_user_time.py`).
+pandas runs at `--pandas-rows` (default: `--rows`); when that is smaller, Polars runs at
+that size too, so the speedup is measured at equal size, and the throughput ratio at
+the two sizes is reported as well. At the pandas size the two recipes must agree on
+every count (events and examples per split, items, categories, drops).
+
+Threads are set, not inherited: POLARS_MAX_THREADS and the Arrow CPU pool get
+`--threads` (default: all cores); pandas itself is single-threaded. `--stages` adds a
+per-stage profile of the Polars run (cumulative seconds of the recipe's functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 1 << 30
+
+
+# ---------------------------------------------------------------- child steps
+
+
+def _peak_self() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def step_generate(csv: str, rows: int, seed: int) -> dict:
+    from bench.datasets.synth import write_taobao_synth
+
+    return write_taobao_synth(Path(csv), rows, seed=seed)
+
+
+def step_polars(data_dir: str, cache_dir: str, stages: bool) -> dict:
+    from bench.datasets.artifact import read_meta
+    from bench.datasets.prepare import prepare
+
+    profile = None
+    if stages:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
+    t0 = time.perf_counter()
+    folder = prepare(
+        "taobao-synth", "user-time", data_dir=data_dir, cache_dir=cache_dir, force=True
+    )
+    seconds = time.perf_counter() - t0
+    meta = read_meta(folder)
+    out = {
+        "seconds": round(seconds, 3),
+        "events": meta["counts"]["total"]["events"],
+        "n_items": meta["n_items"],
+        "n_categories": meta["n_categories"],
+        "counts": {
+            s: {k: meta["counts"][s][k] for k in ("examples", "events")}
+            for s in ("train", "valid", "test")
+        },
+        "drops": meta["drops"],
+        "artifact_bytes": sum(f.stat().st_size for f in folder.iterdir()),
+    }
+    if profile is not None:
+        profile.disable()
+        out["stages"] = _stages(profile)
+    return out
+
+
+def _stages(profile) -> list[tuple[str, float]]:
+    """Cumulative seconds of bench's own functions and of Polars' heavy calls."""
+    import pstats
+
+    stats = pstats.Stats(profile)
+    rows = []
+    for (file, line, name), (_, _, _, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "/bench/" in file:
+            rows.append((f"{file.split('/bench/', 1)[1]}:{line} {name}", cum))
+        elif name in ("collect", "write_parquet", "sort", "join", "filter", "read_csv"):
+            rows.append((f"polars {name}", cum))
+    rows.sort(key=lambda r: -r[1])
+    return [(n, round(s, 3)) for n, s in rows[:25]]
+
+
+def step_pandas(csv: str, out_dir: str, threads: int) -> dict:
+    import pyarrow
+
+    pyarrow.set_cpu_count(threads)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.pandas_user_time import prepare_user_time
+
+    return prepare_user_time(csv, out_dir)
+
+
+STEPS = {"generate": step_generate, "polars": step_polars, "pandas": step_pandas}
+
+
+def child_main(argv: list[str]) -> None:
+    kind, args = argv[0], json.loads(argv[1])
+    result = STEPS[kind](**args)
+    result["peak_rss_self"] = _peak_self()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- parent
+
+
+def run_step(kind: str, args: dict, threads: int, timeout: float, log: Path) -> dict:
+    """One step in a child process: its wall time, peak RSS and the JSON it printed."""
+    env = dict(os.environ)
+    env.update(
+        POLARS_MAX_THREADS=str(threads),
+        OMP_NUM_THREADS=str(threads),
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_step", kind, json.dumps(args)]
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(lines[-1][7:]) if lines and proc.returncode == 0 else None
+    return {
+        "ok": result is not None,
+        "returncode": proc.returncode,
+        "process_s": round(wall, 3),
+        "peak_rss": usage.ru_maxrss * 1024,
+        "result": result,
+        "tail": "" if result is not None else text[-3000:],
+    }
+
+
+def machine(threads: int) -> dict:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    versions = {}
+    for name in ("polars", "pandas", "numpy", "pyarrow"):
+        try:
+            from importlib import metadata
+
+            versions[name] = metadata.version(name)
+        except Exception:  # noqa: BLE001  (a missing package is just not reported)
+            versions[name] = "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(mem / GIB, 1),
+        "python": platform.python_version(),
+        "threads": {"polars": threads, "arrow": threads, "pandas": 1},
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "nice": os.nice(0),
+        **versions,
+    }
+
+
+def agreement(polars: dict, pandas: dict) -> dict:
+    keys = ["events", "n_items", "n_categories", "counts", "drops"]
+    diffs = {k: (polars.get(k), pandas.get(k)) for k in keys if polars.get(k) != pandas.get(k)}
+    return {"ok": not diffs, "differences": diffs}
+
+
+def row(step: str, rows: int, res: dict) -> dict:
+    inner = res["result"]["seconds"] if res["ok"] else None
+    wall = inner if inner is not None else res["process_s"]
+    return {
+        "step": step,
+        "rows": rows,
+        "ok": res["ok"],
+        "wall_s": wall,
+        "process_s": res["process_s"],
+        "peak_rss_gib": round(res["peak_rss"] / GIB, 3),
+        "rows_per_s": round(rows / wall) if res["ok"] and wall else None,
+    }
+
+
+def print_table(steps: list[dict], speedups: dict) -> None:
+    head = f"{'step':<20} {'rows':>12} {'wall s':>9} {'process s':>10} {'peak RSS GiB':>13} {'rows/s':>12}  speedup vs pandas"
+    print(head)
+    print("-" * len(head))
+    for s in steps:
+        wall = f"{s['wall_s']:.2f}" if s["ok"] else "failed"
+        rate = f"{s['rows_per_s']:,}" if s["rows_per_s"] else "-"
+        speed = speedups.get((s["step"], s["rows"]), "")
+        print(
+            f"{s['step']:<20} {s['rows']:>12,} {wall:>9} {s['process_s']:>10.2f} "
+            f"{s['peak_rss_gib']:>13.2f} {rate:>12}  {speed}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_step":
+        child_main(argv[1:])
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="example: python benchmarks/prepare_scale.py --rows 10000000",
+    )
+    parser.add_argument("--rows", type=int, required=True, help="rows of the synthetic file")
+    parser.add_argument("--pandas-rows", type=int, help="rows for pandas (default: --rows)")
+    parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument("--workdir", type=Path, help="where files go (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per step")
+    parser.add_argument("--stages", action="store_true", help="profile the Polars stages")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    pandas_rows = args.pandas_rows or args.rows
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="prepare-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine(args.threads)
+    print(
+        f"machine: {info['nproc']} cores ({info['cpu']}), {info['ram_gib']} GiB RAM, "
+        f"load {info['load_avg_at_start']}; threads {info['threads']}; "
+        f"polars {info['polars']}, pandas {info['pandas']}"
+    )
+    print(f"command: python benchmarks/prepare_scale.py {' '.join(argv)}")
+    sizes = sorted({args.rows, pandas_rows} if not args.no_pandas else {args.rows}, reverse=True)
+    steps: list[dict] = []
+    results: dict[tuple[str, int], dict] = {}
+    try:
+        for rows in sizes:
+            data = work / f"data-{rows}"
+            csv = data / "taobao-synth" / "UserBehavior.csv"
+            log = work / f"log-{rows}"
+            log.mkdir(exist_ok=True)
+            gen = run_step(
+                "generate",
+                {"csv": str(csv), "rows": rows, "seed": args.seed},
+                args.threads,
+                args.timeout,
+                log / "generate.txt",
+            )
+            steps.append(row("generate (synthetic)", rows, gen))
+            if not gen["ok"]:
+                print(gen["tail"], file=sys.stderr)
+                break
+            runs = [
+                (
+                    "polars",
+                    {
+                        "data_dir": str(data),
+                        "cache_dir": str(work / f"cache-{rows}"),
+                        "stages": args.stages,
+                    },
+                )
+            ]
+            if not args.no_pandas and rows == pandas_rows:
+                runs.append(
+                    (
+                        "pandas",
+                        {
+                            "csv": str(csv),
+                            "out_dir": str(work / f"pandas-{rows}"),
+                            "threads": args.threads,
+                        },
+                    )
+                )
+            for kind, kw in runs:
+                res = run_step(kind, kw, args.threads, args.timeout, log / f"{kind}.txt")
+                results[(kind, rows)] = res
+                steps.append(row(f"prepare ({kind})", rows, res))
+                if not res["ok"]:
+                    print(f"{kind} at {rows:,} rows failed:\n{res['tail']}", file=sys.stderr)
+            shutil.rmtree(work / f"cache-{rows}", ignore_errors=True)
+            shutil.rmtree(work / f"pandas-{rows}", ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(data, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    by = {(s["step"], s["rows"]): s for s in steps}
+    speedups: dict[tuple[str, int], str] = {}
+    summary: dict = {}
+    base = by.get(("prepare (pandas)", pandas_rows))
+    if base and base["ok"]:
+        same = by.get(("prepare (polars)", pandas_rows))
+        if same and same["ok"]:
+            summary["speedup_same_size"] = round(base["wall_s"] / same["wall_s"], 2)
+            speedups[("prepare (polars)", pandas_rows)] = (
+                f"{summary['speedup_same_size']}x (same size)"
+            )
+        big = by.get(("prepare (polars)", args.rows))
+        if pandas_rows != args.rows and big and big["ok"]:
+            summary["throughput_ratio"] = round(big["rows_per_s"] / base["rows_per_s"], 2)
+            speedups[("prepare (polars)", args.rows)] = (
+                f"{summary['throughput_ratio']}x rows/s vs pandas at {pandas_rows:,}"
+            )
+    agree = None
+    pol, pan = results.get(("polars", pandas_rows)), results.get(("pandas", pandas_rows))
+    if pol and pan and pol["ok"] and pan["ok"]:
+        agree = agreement(pol["result"], pan["result"])
+    print()
+    print_table(steps, speedups)
+    print()
+    if agree is not None:
+        status = "yes" if agree["ok"] else f"NO: {agree['differences']}"
+        print(f"pandas and polars recipes agree on counts at {pandas_rows:,} rows: {status}")
+        c = pol["result"]
+        print(
+            f"  events {c['events']:,}, items {c['n_items']:,}, examples "
+            + ", ".join(f"{s} {c['counts'][s]['examples']:,}" for s in ("train", "valid", "test"))
+        )
+    for kind in ("polars",):
+        res = results.get((kind, args.rows))
+        if res and res["ok"] and res["result"].get("stages"):
+            print(f"\nstages of the {kind} run at {args.rows:,} rows (cumulative s):")
+            for name, sec in res["result"]["stages"]:
+                print(f"  {sec:9.3f}  {name}")
+    if args.json:
+        out = {
+            "machine": info,
+            "argv": argv,
+            "steps": steps,
+            **summary,
+            "agreement": agree,
+            "results": {f"{k}@{r}": v["result"] for (k, r), v in results.items()},
+        }
+        args.json.write_text(json.dumps(out, indent=2))
+    failed = any(not s["ok"] for s in steps if s["step"] != "prepare (pandas)")
+    return 1 if failed or (agree is not None and not agree["ok"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
