@@ -434,3 +434,13 @@ def test_real_artifact_batches_match_naive(taobao):
     assert spec.has_behavior and spec.has_time
     train = data.train_sequences()
     assert train.items.numel() == train_items.numel() == int(train.offsets[-1])
+
+
+def test_gap_chunks_join_at_their_boundaries(tmp_path, monkeypatch):
+    """Gaps are bucketed in chunks of events; tiny chunks must give the same batches."""
+    import bench.datasets.datamodule as dm
+
+    monkeypatch.setattr(dm, "_GAP_CHUNK", 3)
+    seqs = random_sequences(25, seed=9)
+    data = SequenceDataModule(write_artifact(tmp_path / "r", seqs), eval_batch_size=10_000)
+    assert_batch_matches(next(iter(data.split_dataloader("train"))), naive_examples(seqs, 0, 50))

@@ -66,9 +66,11 @@ def _event_gaps(seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
     out = torch.empty(n, dtype=torch.uint8)
     for lo in range(0, n, _GAP_CHUNK):  # chunks of millions of events, not rows
         hi = min(n, lo + _GAP_CHUNK)
-        prev = max(lo - 1, 0)
-        prev_ts = ts[prev : hi - 1] if lo else torch.cat([ts[:1], ts[: hi - 1]])
-        prev_seq = seq[prev : hi - 1] if lo else torch.cat([seq[:1] - 1, seq[: hi - 1]])
+        if lo:
+            prev_ts, prev_seq = ts[lo - 1 : hi - 1], seq[lo - 1 : hi - 1]
+        else:  # row 0 has no predecessor: a fake one from another sequence
+            prev_ts = torch.cat([ts[:1], ts[: hi - 1]])
+            prev_seq = torch.cat([seq[:1] - 1, seq[: hi - 1]])
         first = seq[lo:hi] != prev_seq
         out[lo:hi] = gap_bucket(ts[lo:hi] - prev_ts, first).to(torch.uint8)
     return out
@@ -169,7 +171,7 @@ class SequenceDataModule(L.LightningDataModule):
             frame = pl.read_parquet(
                 self._path("events.parquet"), columns=["seq", "item", "behavior", "category", "ts"]
             )
-            seq = frame["seq"].cast(pl.Int64).to_torch()
+            seq = frame["seq"].cast(pl.Int32).to_torch()  # kept for the example checks
             self._events = EventTensors(
                 items=frame["item"].cast(pl.Int32).to_torch(),
                 behaviors=frame["behavior"].cast(pl.UInt8).to_torch(),
