@@ -85,7 +85,7 @@ def _root(
 
 def parse_assignments(values: list[str] | None, option: str) -> dict:
     """`key=value` strings into a dict; values are typed by YAML (3 -> int, true -> bool,
-    [a, b] -> list), except dates and times, which stay text for the library to parse."""
+    [a, b] -> list); dates, times and text YAML cannot read stay text for the library."""
     out: dict = {}
     for text in values or []:
         key, sep, raw = text.partition("=")
@@ -101,12 +101,15 @@ def parse_assignments(values: list[str] | None, option: str) -> dict:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or "not valid YAML"
-            raise ConfigError(
-                f"cannot read the value of {key}: {raw!r} ({problem})",
-                option=option,
-                hint="quote text values, e.g. key='a: b'",
-            ) from None
+            if not raw.strip().startswith(("[", "{", '"', "'")):
+                value = raw.strip()  # plain text YAML cannot hold, e.g. a strftime "%Y-%m-%d"
+            else:
+                problem = getattr(err, "problem", None) or "not valid YAML"
+                raise ConfigError(
+                    f"cannot read the value of {key}: {raw!r} ({problem})",
+                    option=option,
+                    hint="close the list, mapping or quote, e.g. key=[1, 2]",
+                ) from None
         out[key] = raw.strip() if isinstance(value, dt.date | dt.datetime) else value
     return out
 
@@ -148,6 +151,15 @@ AdapterOptions = Annotated[
         help="Adapter option, repeatable (e.g. for `custom`: -o file=log.csv).",
     ),
 ]
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        metavar="ROLE=COL,...",
+        help="Column mapping of your own file (`custom`), e.g. user=uid,item=sku,time=ts; "
+        "the same as -o columns=...",
+    ),
+]
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -162,9 +174,12 @@ CacheDir = Annotated[
 ]
 
 
-def _prepare(dataset, protocol, target, params, options, data_dir, cache_dir, force) -> Path:
+def _prepare(dataset, protocol, target, params, options, columns, data_dir, cache_dir, force):
     from bench.datasets.prepare import prepare
 
+    adapter_options = parse_assignments(options, "--option")
+    if columns is not None:
+        adapter_options["columns"] = columns
     return prepare(
         dataset,
         protocol,
@@ -173,7 +188,7 @@ def _prepare(dataset, protocol, target, params, options, data_dir, cache_dir, fo
         data_dir=data_dir,
         cache_dir=cache_dir,
         force=force,
-        adapter_options=parse_assignments(options, "--option") or None,
+        adapter_options=adapter_options or None,
     )
 
 
@@ -199,7 +214,7 @@ def data_list(data_dir: DataDir = None) -> None:
         table.add_row(
             name,
             cls.description,
-            ", ".join(cls.files),
+            ", ".join(cls.files) or "-",
             cls.default_protocol,
             "yes" if cls.synthetic else "no",
             status,
@@ -218,6 +233,7 @@ def data_prepare(
     target: TargetOpt = Target.any,
     params: Params = None,
     options: AdapterOptions = None,
+    columns: Columns = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
@@ -225,7 +241,7 @@ def data_prepare(
     """Build (or reuse) the cached artifact of a data set under a protocol; print its stats."""
     from bench.datasets.stats import dataset_stats, render_stats
 
-    path = _prepare(dataset, protocol, target, params, options, data_dir, cache_dir, force)
+    path = _prepare(dataset, protocol, target, params, options, columns, data_dir, cache_dir, force)
     console = Console()
     console.print(f"artifact: [bold]{escape(str(path))}[/]")
     render_stats(dataset_stats(path), console)
@@ -244,6 +260,7 @@ def data_stats(
     target: TargetOpt = Target.any,
     params: Params = None,
     options: AdapterOptions = None,
+    columns: Columns = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     artifact: Annotated[
@@ -260,7 +277,7 @@ def data_stats(
     if artifact is None and dataset is None:
         raise ConfigError("give --dataset (or --artifact)", option="--dataset")
     path = artifact or _prepare(
-        dataset, protocol, target, params, options, data_dir, cache_dir, False
+        dataset, protocol, target, params, options, columns, data_dir, cache_dir, False
     )
     result = dataset_stats(path)
     if as_json:
@@ -312,11 +329,17 @@ def data_fetch(
     url: Annotated[
         str | None, typer.Option("--url", help="Download from this URL (a mirror) instead.")
     ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Also check the archive's SHA-256.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download even if the files are there.")
+    ] = False,
 ) -> None:
     """Download a data set that has a public direct link (MovieLens), checksum verified."""
     from bench.datasets.fetch import fetch as download
 
-    result = download(dataset, data_dir=data_dir, url=url)
+    result = download(dataset, data_dir=data_dir, url=url, sha256=sha256, force=force)
     Console().print(f"fetched {escape(dataset)}: [bold]{escape(str(result))}[/]")
 
 

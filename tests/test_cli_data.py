@@ -100,12 +100,17 @@ def test_parse_assignments_types_values():
         "start": "2017-11-25T00:00:00+08:00"
     }
     assert parse_assignments(None, "--set") == {}
+    # text YAML cannot read (a strftime format) stays text; mappings inside a value too
+    assert parse_assignments(["time_format=%Y-%m-%d %H:%M", "columns=user=a,item=b"], "-o") == {
+        "time_format": "%Y-%m-%d %H:%M",
+        "columns": "user=a,item=b",
+    }
 
 
 @pytest.mark.parametrize(
     "values, message",
     [(["x"], "expected key=value"), (["=3"], "expected key=value"),
-     (["k=[1,"], "cannot read the value of k"), (["k=1", "k=2"], "k is given twice")],
+     (["k=[1,"], "cannot read the value of k"), (["k='a"], "cannot read the value of k"), (["k=1", "k=2"], "k is given twice")],
 )  # fmt: skip
 def test_parse_assignments_errors_name_the_option(values, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -187,7 +192,8 @@ def test_prepare_delegates_parsed_options(tmp_path, monkeypatch):
     monkeypatch.setattr("bench.datasets.prepare.prepare", fake_prepare)
     result = invoke(
         "data", "prepare", "-d", "taobao", "-p", "user-time", "--target", "buy",
-        "--set", "min_item_support=2", "--param", "tz=UTC", "-o", "columns=a", "--force",
+        "--set", "min_item_support=2", "--param", "tz=UTC", "-o", "path=x.csv", "--force",
+        "--columns", "user=u,item=i",
         "--data-dir", "/d", "--cache-dir", "/c",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -201,7 +207,7 @@ def test_prepare_delegates_parsed_options(tmp_path, monkeypatch):
                 "data_dir": Path("/d"),
                 "cache_dir": Path("/c"),
                 "force": True,
-                "adapter_options": {"columns": "a"},
+                "adapter_options": {"path": "x.csv", "columns": "user=u,item=i"},
             },
         )
     ]
@@ -263,3 +269,66 @@ def test_stats_on_real_movielens(tmp_path):
     # target per user
     assert stats["users"] == 943 and stats["events"] == 100_000
     assert stats["splits"]["valid"]["examples"] == stats["splits"]["test"]["examples"] == 943
+
+
+def _custom_log(folder: Path) -> Path:
+    (folder / "custom").mkdir(parents=True)
+    lines = ["uid;sku;when"]
+    for u in range(6):
+        lines += [f"u{u};{(u * 7 + k * 3) % 8 + 1};{1_600_000_000 + u * 100_000 + k * 60}"
+                  for k in range(6)]  # fmt: skip
+    (folder / "custom" / "log.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_prepare_own_file_with_columns(tmp_path):
+    data = _custom_log(tmp_path / "data")
+    args = ["data", "prepare", "-d", "custom", "-p", "user-loo", "--data-dir", str(data)]
+    args += ["--cache-dir", str(tmp_path / "cache"), "-o", "path=log.csv"]
+    result = invoke(*args, "--columns", "user=uid,item=sku,time=when")
+    assert result.exit_code == 0, result.output
+    artifact = Path(result.output.split("artifact:")[1].split()[0])
+    meta = json.loads((artifact / "meta.json").read_text())
+    assert meta["adapter_options"]["columns"] == "user=uid,item=sku,time=when"
+    assert meta["counts"]["total"]["events"] == 36
+    # a wrong mapping is the adapter's clear error, exit 2, naming the column
+    result = invoke(*args, "--columns", "user=nobody,item=sku,time=when")
+    assert result.exit_code == 2, result.output
+    assert "nobody" in result.output and "Traceback" not in result.output
+
+
+def _serve(folder: Path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_fetch_from_a_local_server(tmp_path):
+    import hashlib
+    import zipfile
+
+    served = tmp_path / "www"
+    served.mkdir()
+    archive = served / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-100k/u.data", "1\t10\t5\t881250949\n2\t10\t3\t881250950\n")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    server = _serve(served)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ml-100k.zip"
+        base = ["data", "fetch", "-d", "ml-100k", "--url", url]
+        result = invoke(*base, "--data-dir", str(tmp_path / "bad"), "--sha256", "0" * 64)
+        assert result.exit_code == 2 and "SHA-256 mismatch" in result.output
+        assert not (tmp_path / "bad" / "ml-100k" / "u.data").exists()
+        result = invoke(*base, "--data-dir", str(tmp_path / "d"), "--sha256", digest)
+        assert result.exit_code == 0, result.output
+    finally:
+        server.shutdown()
+    assert (tmp_path / "d" / "ml-100k" / "u.data").read_text().startswith("1\t10\t5")
+    assert "fetched ml-100k" in result.output
