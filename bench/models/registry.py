@@ -12,7 +12,7 @@ import pydantic
 from bench.errors import ConfigError
 
 _MODELS: dict[str, type] = {}
-_NOT_MODELS = {"registry", "base", "layers"}
+_NOT_MODELS = {"registry", "base", "layers", "session_graph", "knn"}
 
 
 def register_model(cls: type) -> type:
