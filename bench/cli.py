@@ -343,6 +343,363 @@ def data_fetch(
     Console().print(f"fetched {escape(dataset)}: [bold]{escape(str(result))}[/]")
 
 
+# ---------------------------------------------------------------- models, runs
+
+
+RunSettings = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Run setting (lr=0.003), model hyperparameter (dropout=0.1 or model.dropout=0.1) "
+        "or protocol parameter (protocol.min_item_support=3); repeatable.",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="YAML file with the same keys as --set.")
+]
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    table = Table(title=title)
+    table.add_column("split")
+    names = [
+        m
+        for m in ("hr@10", "ndcg@10", "mrr@20", "hr@20", "ndcg@20", "hr@50")
+        if m in metrics["test"]
+    ]
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, values in metrics.items():
+        table.add_row(split, *(f"{values[n]:.4f}" for n in names))
+    Console().print(table)
+
+
+@app.command("models", epilog="Example: [bold]bench models 'gru*'[/]")
+def models_list(
+    pattern: Annotated[str, typer.Argument(help="Shell-style name pattern.")] = "*",
+) -> None:
+    """List the registered models: name, family, paper and default hyperparameters."""
+    from bench.models import get_model_class, list_models
+
+    table = Table(title="models")
+    for column in ("name", "family", "paper", "defaults"):
+        table.add_column(column, overflow="fold")
+    for name in list_models(pattern):
+        cls = get_model_class(name)
+        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults().items())
+        table.add_row(name, cls.family, cls.paper, escape(defaults))
+    Console().print(table)
+
+
+@app.command(
+    "run",
+    epilog="Example: [bold]bench run --model gnn_lstm --dataset taobao --seed 1 "
+    "--set embedding_dim=128 --set lr=0.002[/]",
+)
+def run(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (`bench models`).")],
+    dataset: Dataset,
+    protocol: Protocol = None,
+    target: Annotated[Target | None, typer.Option("--target", help="any (default) or buy.")] = None,
+    config: ConfigFile = None,
+    settings: RunSettings = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for everything.")] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch limit.")] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="Devices (a number, or 'auto').")
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp.")
+    ] = None,
+    accelerator: Annotated[
+        str | None, typer.Option("--accelerator", help="cpu, gpu or auto.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch CPU threads (recorded).")
+    ] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option("--runs-dir", help="Where runs go (default ./runs).")
+    ] = None,
+    results: Annotated[
+        str | None, typer.Option("--results", help="Results store (default runs/results.db).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+    ] = False,
+    wandb: Annotated[
+        bool, typer.Option("--wandb/--no-wandb", help="Track with W&B (offline by default).")
+    ] = True,
+) -> None:
+    """Train and evaluate one model on one data set under one protocol."""
+    from bench.results import ResultsStore
+    from bench.training.config import load_config_file, resolve
+    from bench.training.run import execute
+
+    file_values = load_config_file(config) if config else {}
+    flags = {
+        "model": model,
+        "dataset": dataset,
+        "protocol": protocol,
+        "target": target.value if target else None,
+        "seed": seed,
+        "max_epochs": max_epochs,
+        "devices": int(devices) if devices and devices.isdigit() else devices,
+        "strategy": strategy,
+        "accelerator": accelerator,
+        "threads": threads,
+        "data_dir": str(data_dir) if data_dir else None,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        "runs_dir": str(runs_dir) if runs_dir else None,
+        "resume": resume or None,
+        "wandb": wandb,
+    }
+    run_config = resolve(file_values, parse_assignments(settings, "--set"), flags)
+    store = ResultsStore(results)  # opened first: a bad store URL fails before training
+    result = execute(run_config)
+    if result.get("is_global_zero", True):
+        store.add(result, kind="run")
+        _print_metrics(
+            f"{result['model']} on {result['dataset']} ({result['protocol']})", result["metrics"]
+        )
+        Console().print(f"run: [bold]{escape(result['run_dir'])}[/]")
+
+
+@app.command(
+    "predict",
+    epilog="Example: [bold]bench predict --run runs/gnn_lstm-taobao-... --history 2268318,3333 --k 10[/]",
+)
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
+    history: Annotated[str, typer.Option("--history", help="Raw item ids, oldest first.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 20,
+) -> None:
+    """Top-K next items for a history of raw item ids."""
+    from bench.training.predict import predict
+
+    out = predict(run_dir, [h.strip() for h in history.split(",") if h.strip()], k=k)
+    if out["unknown"]:
+        Console(stderr=True).print(
+            f"[yellow]unknown to this model, left out:[/] {escape(', '.join(out['unknown']))}"
+        )
+    table = Table(title=f"top {k} after {out['used_history']} history items")
+    for column in ("rank", "item", "score"):
+        table.add_column(column)
+    for row in out["items"]:
+        table.add_row(str(row["rank"]), escape(str(row["item"])), f"{row['score']:.4f}")
+    Console().print(table)
+
+
+# ---------------------------------------------------------------- sweeps, boards
+
+
+def _sweep_common(
+    protocol, target, storage, results, settings, config, data_dir, cache_dir, threads, heartbeat
+) -> dict:
+    from bench.training.config import RUN_KEYS, load_config_file
+
+    run = load_config_file(config) if config else {}
+    run.update(parse_assignments(settings, "--set"))
+    unknown = sorted(set(run) - RUN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown run setting(s) {', '.join(unknown)}",
+            option="--set",
+            hint=f"sweeps take run settings only: {', '.join(sorted(RUN_KEYS))}",
+        )
+    run.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v})
+    if threads:
+        run["threads"] = threads
+    return {
+        "protocol": protocol,
+        "target": target.value,
+        "storage": storage,
+        "results": results,
+        "run": run,
+        "heartbeat": heartbeat,
+    }
+
+
+SweepStorage = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna storage: a file (default runs/optuna.db), "
+        "sqlite:///... or postgresql://... shared by workers on many machines.",
+    ),
+]
+Results = Annotated[
+    str | None, typer.Option("--results", help="Results store (default runs/results.db).")
+]
+Heartbeat = Annotated[
+    int, typer.Option("--heartbeat", min=1, help="Seconds between worker heartbeats.")
+]
+Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads per worker.")]
+
+
+@app.command(
+    "sweep",
+    epilog="Example: [bold]bench sweep --model sasrec --dataset ml-100k --trials 30 --workers 2 "
+    "--set max_epochs=20[/]",
+)
+def sweep_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (`bench models`).")],
+    dataset: Dataset,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials wanted.")],
+    protocol: Protocol = None,
+    target: TargetOpt = Target.any,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds of search per worker.")
+    ] = None,
+    storage: SweepStorage = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local processes.")] = 1,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="One worker per listed GPU, e.g. 0,1,2,3.")
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds of the final runs.")] = 3,
+    results: Results = None,
+    settings: RunSettings = None,
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    threads: Threads = None,
+    heartbeat: Heartbeat = 60,
+) -> None:
+    """Tune a model with Optuna (TPE, pruning), then train the best with several seeds."""
+    from bench.sweep import SweepOptions, sweep
+
+    gpu_list = None
+    if gpus:
+        try:
+            gpu_list = [int(g) for g in gpus.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"expected GPU numbers like 0,1 not {gpus!r}", option="--gpus"
+            ) from None
+    common = _sweep_common(
+        protocol,
+        target,
+        storage,
+        results,
+        settings,
+        config,
+        data_dir,
+        cache_dir,
+        threads,
+        heartbeat,
+    )
+    outcome = sweep(
+        SweepOptions(
+            model=model,
+            dataset=dataset,
+            trials=trials,
+            timeout=timeout,
+            study=study,
+            workers=workers,
+            gpus=gpu_list,
+            seeds=seeds,
+            **common,
+        )
+    )
+    Console().print(
+        f"study [bold]{escape(outcome['study'])}[/]: best trial {outcome['best_trial']} "
+        f"(valid {outcome['best_value']:.4f}) with {escape(str(outcome['best_params']))}; "
+        f"budget {outcome['budget']['trials']} trials, {outcome['budget']['seconds']:.0f} s"
+    )
+    for result in outcome["finals"]:
+        _print_metrics(f"seed {result['seed']}", result["metrics"])
+
+
+@app.command(
+    "automl",
+    epilog="Example: [bold]bench automl --dataset ml-100k --models gru4rec,sasrec,sknn --trials 20[/]",
+)
+def automl_cmd(
+    dataset: Dataset,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated names, or all.")],
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Trials per model.")],
+    protocol: Protocol = None,
+    target: TargetOpt = Target.any,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds of search per model.")
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds of the final runs.")] = 3,
+    storage: SweepStorage = None,
+    results: Results = None,
+    out: Annotated[Path, typer.Option("--out", help="Leaderboard folder.")] = Path("leaderboards"),
+    settings: RunSettings = None,
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    threads: Threads = None,
+    heartbeat: Heartbeat = 60,
+) -> None:
+    """The same tuning budget for every model, then the leaderboard of the data set."""
+    from bench.sweep import automl
+
+    common = _sweep_common(
+        protocol,
+        target,
+        storage,
+        results,
+        settings,
+        config,
+        data_dir,
+        cache_dir,
+        threads,
+        heartbeat,
+    )
+    outcome = automl(
+        dataset,
+        [m.strip() for m in models.split(",") if m.strip()],
+        trials=trials,
+        seeds=seeds,
+        leaderboard_dir=out,
+        timeout=timeout,
+        **common,
+    )
+    for path in outcome["files"]:
+        Console().print(f"wrote {escape(path)}")
+
+
+@app.command("leaderboard", epilog="Example: [bold]bench leaderboard --dataset ml-100k[/]")
+def leaderboard_cmd(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Only this data set.")
+    ] = None,
+    protocol: Protocol = None,
+    results: Results = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("leaderboards"),
+    wandb: Annotated[
+        bool, typer.Option("--wandb/--no-wandb", help="Also log the tables to W&B (offline).")
+    ] = False,
+) -> None:
+    """Markdown, CSV and an HTML page (table + accuracy/cost plot) from the results store."""
+    from bench.leaderboard import build_tables, log_tables, write_leaderboards
+    from bench.results import ResultsStore
+
+    tables = build_tables(ResultsStore(results), dataset=dataset, protocol=protocol)
+    for path in write_leaderboards(tables, out):
+        Console().print(f"wrote {escape(str(path))}")
+    if wandb:
+        log_tables(tables, out / "wandb")
+
+
+@app.command("dashboard", epilog="Example: [bold]bench dashboard --storage runs/optuna.db[/]")
+def dashboard_cmd(
+    storage: SweepStorage = None,
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard for the sweep studies on 127.0.0.1."""
+    from bench.dashboard import serve
+
+    Console().print(f"optuna-dashboard on [bold]http://127.0.0.1:{port}/[/] (Ctrl-C stops)")
+    serve(storage, port=port)
+
+
 def main() -> None:
     """Console-script entry point (`bench`)."""
     try:

@@ -362,3 +362,19 @@ Click a column header to sort.</p>
 <script>{_SORT_JS}</script>
 </body></html>
 """
+
+
+def log_tables(tables: list[dict], save_dir: Path) -> list[str]:
+    """Log each leaderboard table to W&B as a wandb.Table (offline unless configured)."""
+    from bench.tracking import log_table
+
+    dirs = []
+    for t in tables:
+        rows = [_row_values(e, i == 0) for i, e in enumerate(t["rows"])]
+        name = f"leaderboard-{t['dataset']}-{t['protocol']}-{t['target']}"
+        dirs.append(
+            log_table(
+                name, COLUMNS, rows, group="leaderboard", save_dir=save_dir, job_type="leaderboard"
+            )
+        )
+    return dirs

@@ -96,20 +96,6 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-def parse_assignments(items: list[str]) -> dict:
-    """`key=value` strings to a dict; values are read as YAML scalars (3, 0.1, true, text)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"expected key=value, got {item!r}", option="--set")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
     """Merge file < --set < explicit flags, route keys to run / model / protocol, validate."""
     merged: dict[str, Any] = {}
