@@ -248,7 +248,7 @@ def write(folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, A
         files = {}
         for stem, frame in tables.items():
             name = f"{stem}.parquet"
-            frame.write_parquet(temp / name, compression="zstd", statistics=True)
+            frame.write_parquet(temp / name, compression="lz4", statistics=False)
             files[name] = {
                 "size": (temp / name).stat().st_size,
                 "sha256": sha256_of(temp / name),

@@ -114,6 +114,7 @@ def prepare(
         dataset=dataset,
         has_time=bool(getattr(adapter, "has_time", True)),
         synthetic=bool(getattr(adapter, "synthetic", False)),
+        adapter=adapter,
     )
     proto.check_data(info)
     key = recipe_hash(proto, resolved, dataset, options)

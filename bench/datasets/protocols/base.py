@@ -42,11 +42,16 @@ class Params(BaseModel):
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a recipe may know about the data set besides its rows."""
+    """What a recipe may know about the data set besides its rows.
+
+    `adapter`, when given, is the adapter whose frame is read: collecting goes through its
+    checked reader, so bad raw data surfaces as a DataError with file, line and column.
+    """
 
     dataset: str
     has_time: bool = True
     synthetic: bool = False
+    adapter: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -163,17 +168,21 @@ def recipe_hash(
 # ---------------------------------------------------------------- loading
 
 
-def collect(frame: pl.LazyFrame) -> pl.DataFrame:
-    """Collect through the adapters' checked reader (read errors -> DataError) when present."""
-    try:
-        from bench.datasets.readers import collect_checked
-    except ImportError:  # adapters' reader module not there yet
+def collect(frame: pl.LazyFrame, data: DataInfo) -> pl.DataFrame:
+    """Collect (streaming) through the adapter's checked reader: read errors -> DataError."""
+    if data.adapter is None:
         return frame.collect(engine="streaming")
-    return collect_checked(frame)
+    from bench.datasets.readers import collect_checked
+
+    return collect_checked(frame, data.adapter, engine="streaming")
 
 
 def load_events(
-    frame: pl.LazyFrame, *, sequence: Literal["user", "session"], with_row: bool = False
+    frame: pl.LazyFrame,
+    data: DataInfo,
+    *,
+    sequence: Literal["user", "session"],
+    with_row: bool = False,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """The canonical frame as compact recipe columns: key, item, category, behavior, ts.
 
@@ -196,7 +205,7 @@ def load_events(
     if with_row:
         frame = frame.with_row_index("row")
         cols.insert(0, pl.col("row"))
-    df = collect(frame.select(cols))
+    df = collect(frame.select(cols), data)
     drops: dict[str, int] = {}
     if df.height == 0:
         raise DataError("the data set has no rows", hint="check that the raw files are not empty")
@@ -349,10 +358,12 @@ def item_table(
     an item's training support, its category that of its first training event (or of its
     first event in `category_from`, for protocols whose vocabulary is not the training one).
     """
-    counts = train.group_by("item").agg(train_count=pl.len().cast(pl.UInt64))
+    counts = support(train["item"]).rename({"len": "train_count"})
     source = train if category_from is None else category_from
-    firsts = source.group_by("item", maintain_order=True).agg(
-        raw_category=pl.col("category").drop_nulls().first()
+    firsts = (
+        source.select("item", raw_category=pl.col("category"))
+        .filter(pl.col("raw_category").is_not_null())
+        .unique(subset="item", keep="first", maintain_order=True)
     )
     per_item = (
         pl.DataFrame({"item": vocab})
@@ -379,38 +390,69 @@ def item_table(
 # ---------------------------------------------------------------- events and examples
 
 
-def finish_events(df: pl.DataFrame, categories: pl.Series, *, seconds: pl.Expr) -> pl.DataFrame:
-    """The artifact's events table from recipe rows in final order.
-
-    `df` has seq, item (index), category (raw), behavior, split, and whatever `seconds`
-    (the stored ts) reads.
-    """
-    return df.select(
-        pl.col("seq").cast(pl.UInt32),
-        pl.col("item").cast(pl.UInt32),
-        pl.col("behavior").cast(pl.UInt8),
-        category_index(df["category"], categories).cast(pl.UInt32).alias("category"),
-        seconds.cast(pl.Int64).alias("ts"),
-        pl.col("split").cast(pl.UInt8),
-    )
-
-
 def sequence_index(keys: pl.Expr) -> pl.Expr:
     """0-based sequence number for rows already grouped by `keys` (a key change starts one)."""
     return (keys != keys.shift(1)).fill_null(True).cum_sum().cast(pl.UInt32) - 1
 
 
-def with_pointers(events: pl.DataFrame) -> pl.DataFrame:
-    """pos (row) and start (row of the sequence's first event), plus `first` (no history)."""
-    first = (pl.col("seq") != pl.col("seq").shift(1)).fill_null(True)
-    pos = pl.int_range(pl.len(), dtype=pl.UInt64)
-    return events.select(
-        pos.alias("pos"),
-        pl.when(first).then(pos).otherwise(None).forward_fill().alias("start"),
-        first.alias("first"),
-        pl.col("split"),
-        pl.col("behavior"),
+def order_sequences(df: pl.DataFrame, *, by_time: bool = True) -> pl.DataFrame:
+    """Rows grouped by `key`, sequences in order of first appearance, each in time order,
+    ties (and everything, when not `by_time`) in file order.
+
+    Data already in that order (Taobao ships each user's events together, in time order)
+    is returned as it is: a check costs far less than sorting 100M rows.
+    """
+    new = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
+    ordered = (new | (pl.col("ts") >= pl.col("ts").shift(1))).all() if by_time else pl.lit(True)
+    check = df.select(ordered=ordered, runs=new.sum())
+    if check["ordered"].item():
+        starts = df.filter(new)["key"]  # one row per run; grouped iff no key starts two runs
+        if n_distinct_series(starts) == check["runs"].item():
+            return df
+    first = pl.col("_row").min().over("key").alias("_first")
+    keys = ["_first", "ts"] if by_time else ["_first"]
+    return (
+        df.with_row_index("_row")
+        .with_columns(first)
+        .sort(keys, maintain_order=True)
+        .drop("_row", "_first")
     )
+
+
+def n_distinct_series(values: pl.Series) -> int:
+    if values.dtype.is_integer():
+        return n_distinct(values.to_numpy())
+    return values.n_unique()
+
+
+def support(items: pl.Series) -> pl.DataFrame:
+    """(item, len): how often each raw item occurs; a bincount for small non-negative ints."""
+    if items.dtype.is_integer() and items.len():
+        arr = items.to_numpy()
+        if arr.min() >= 0 and arr.max() < 4 * len(arr) + 2**24:
+            counts = np.bincount(arr)
+            ids = np.flatnonzero(counts)
+            return pl.DataFrame(
+                {"item": pl.Series(ids).cast(items.dtype), "len": counts[ids].astype(np.uint32)}
+            )
+    return items.alias("item").to_frame().group_by("item").len()
+
+
+def pointers(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For events grouped by sequence: `first` (no earlier event) and `start` (row of the
+    sequence's first event), vectorised in NumPy (UInt32 rows while they fit)."""
+    n = len(seq)
+    first = np.ones(n, dtype=bool)
+    if n > 1:
+        np.not_equal(seq[1:], seq[:-1], out=first[1:])
+    rows = np.arange(n, dtype=np.uint32 if n < 2**32 else np.uint64)
+    start = np.maximum.accumulate(np.where(first, rows, 0).astype(rows.dtype))
+    return first, start
+
+
+def examples_from(mask: np.ndarray, start: np.ndarray) -> pl.DataFrame:
+    pos = np.flatnonzero(mask).astype(np.uint64)
+    return pl.DataFrame({"pos": pos, "start": start[pos].astype(np.uint64)})
 
 
 def examples_by_split(
@@ -420,13 +462,15 @@ def examples_by_split(
 
     With target "buy", valid/test keep buy targets only, and train too when `restrict_train`.
     """
-    ptr = with_pointers(events)
+    first, start = pointers(events["seq"].to_numpy())
+    split = events["split"].to_numpy()
+    buy = events["behavior"].to_numpy() == BUY
     out = {}
-    for code, split in enumerate(SPLITS):
-        cond = (pl.col("split") == code) & ~pl.col("first")
+    for code, name in enumerate(SPLITS):
+        mask = (split == code) & ~first
         if target == "buy" and (code != TRAIN or restrict_train):
-            cond = cond & (pl.col("behavior") == BUY)
-        out[split] = ptr.filter(cond).select("pos", "start")
+            mask &= buy
+        out[name] = examples_from(mask, start)
     return out
 
 
@@ -442,34 +486,50 @@ def require_examples(
             )
 
 
+def n_distinct(values: np.ndarray) -> int:
+    """Distinct count: a bincount for small non-negative ints, else a hash."""
+    if len(values) == 0:
+        return 0
+    if values.dtype.kind in "ui" and values.min() >= 0 and values.max() < 4 * len(values) + 2**24:
+        return int(np.count_nonzero(np.bincount(values)))
+    return pl.Series(values).n_unique()
+
+
 def split_counts(
     events: pl.DataFrame, examples: dict[str, pl.DataFrame], n_categories: int
 ) -> dict[str, Any]:
-    """Per split: examples, sequences, events, items, categories; and totals."""
-    counts: dict[str, Any] = {}
-    for code, split in enumerate(SPLITS):
-        ex = examples[split]
-        part = events.filter(pl.col("split") == code)
-        counts[split] = {
-            "examples": ex.height,
-            "sequences": events["seq"].gather(ex["pos"]).n_unique() if ex.height else 0,
-            "events": part.height,
-            "items": part["item"].n_unique(),
-            "categories": part.filter(pl.col("category") > 0)["category"].n_unique(),
-            "target_items": events["item"].gather(ex["pos"]).n_unique() if ex.height else 0,
-        }
-    counts["total"] = {
-        "events": events.height,
-        "sequences": int(events["seq"].max()) + 1 if events.height else 0,
-        "items": int(events["item"].max() or 0) if events.height else 0,
-        "categories": n_categories,
-    }
-    by_behavior = events.group_by("behavior").len().sort("behavior")
+    """Per split: examples, sequences, events, items, categories, target items; and totals."""
     from bench.datasets.schema import BEHAVIORS
 
-    counts["behaviors"] = {
-        BEHAVIORS[int(b) - 1]: int(n) for b, n in by_behavior.iter_rows() if 1 <= int(b) <= 4
+    seq = events["seq"].to_numpy()
+    item = events["item"].to_numpy().astype(np.int64)
+    category = events["category"].to_numpy().astype(np.int64)
+    split = events["split"].to_numpy().astype(np.int64)
+    n_items = int(item.max()) + 1 if len(item) else 1
+    n_cats = int(category.max()) + 1 if len(category) else 1
+    # distinct (split, item) and (split, category) pairs in one bincount each
+    items_in = np.bincount(split * n_items + item, minlength=3 * n_items).reshape(3, n_items)
+    cats_in = np.bincount(split * n_cats + category, minlength=3 * n_cats).reshape(3, n_cats)
+    events_in = np.bincount(split, minlength=3)
+    counts: dict[str, Any] = {}
+    for code, name in enumerate(SPLITS):
+        pos = examples[name]["pos"].to_numpy()
+        counts[name] = {
+            "examples": len(pos),
+            "sequences": n_distinct(seq[pos]),
+            "events": int(events_in[code]),
+            "items": int(np.count_nonzero(items_in[code])),
+            "categories": int(np.count_nonzero(cats_in[code, 1:])),
+            "target_items": n_distinct(item[pos]),
+        }
+    counts["total"] = {
+        "events": len(seq),
+        "sequences": int(seq.max()) + 1 if len(seq) else 0,
+        "items": int(np.count_nonzero(items_in.sum(axis=0))),
+        "categories": n_categories,
     }
+    per_behavior = np.bincount(events["behavior"].to_numpy(), minlength=len(BEHAVIORS) + 1)
+    counts["behaviors"] = {b: int(per_behavior[i + 1]) for i, b in enumerate(BEHAVIORS)}
     return counts
 
 

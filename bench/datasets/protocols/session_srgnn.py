@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -51,10 +52,10 @@ from bench.datasets.protocols.base import (
     iso,
     item_table,
     load_events,
+    pointers,
     register_protocol,
     require_examples,
     sequence_index,
-    with_pointers,
 )
 from bench.errors import ConfigError, DataError
 
@@ -88,7 +89,7 @@ class SessionSrgnn(Protocol):
                 option="--target",
                 hint="use target 'any', or session-time for buy targets",
             )
-        df, drops = load_events(frame, sequence="session", with_row=True)
+        df, drops = load_events(frame, data, sequence="session", with_row=True)
         df = drop_missing_time(df, drops)
         n = df.height
         df = df.filter(pl.col("behavior") == PV)
@@ -200,8 +201,16 @@ class SessionSrgnn(Protocol):
         events: pl.DataFrame, p: SrgnnParams
     ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
         """SR-GNN's process_seqs: per session in order, targets from the last back to the 2nd."""
-        ptr = with_pointers(events).with_columns(seq=events["seq"])
-        ptr = ptr.filter(~pl.col("first")).sort(["seq", "pos"], descending=[False, True])
+        first, start = pointers(events["seq"].to_numpy())
+        ptr = pl.DataFrame(
+            {
+                "pos": np.arange(events.height, dtype=np.uint64),
+                "start": start.astype(np.uint64),
+                "seq": events["seq"],
+                "split": events["split"],
+            }
+        )
+        ptr = ptr.filter(~first).sort(["seq", "pos"], descending=[False, True])
         train = ptr.filter(pl.col("split") == TRAIN)
         if p.train_portion > 1:
             keep = train.height // p.train_portion

@@ -21,8 +21,8 @@ Steps:
    With target "buy" only buy targets count in valid / test (and in train unless
    `restrict_train_to_target` is off).
 
-Sequences are numbered training sessions first, then valid and test ones; items 1..n in
-the order of their raw ids.
+Sequences are numbered training sessions first, then valid, then test ones, each in order
+of first appearance in the file; items 1..n in the order of their raw ids.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from bench.datasets.protocols.base import (
     iso,
     item_table,
     load_events,
+    order_sequences,
     register_protocol,
     require_examples,
     sequence_index,
@@ -70,22 +71,24 @@ class SessionTimeParams(Params):
 def sessionize(df: pl.DataFrame, gap_ms: int) -> tuple[pl.DataFrame, dict[str, int]]:
     """Rows (key = session id or null, user) -> rows with `sess` (UInt32), grouped and ordered.
 
-    Given sessions first, then those cut from each user's session-less events.
+    Given sessions first, then those cut from each user's session-less events (a gap of
+    more than `gap_ms` starts a new one); sessions (and users) in order of first appearance,
+    events in time order, ties in file order.
     """
     given = df.filter(pl.col("key").is_not_null())
     parts = []
     if given.height:
-        given = given.sort(["key", "ts"], maintain_order=True)
+        given = order_sequences(given)
         parts.append(given.with_columns(sess=sequence_index(pl.col("key"))).drop("key", "user"))
     cut = df.filter(pl.col("key").is_null())
     if cut.height:
-        cut = cut.sort(["user", "ts"], maintain_order=True)
-        new = (pl.col("user") != pl.col("user").shift(1)) | (
+        cut = order_sequences(cut.drop("key").rename({"user": "key"}))
+        new = (pl.col("key") != pl.col("key").shift(1)) | (
             pl.col("ts") - pl.col("ts").shift(1) > gap_ms
         )
         offset = int(parts[0]["sess"].max()) + 1 if parts else 0  # type: ignore[arg-type]
         sess = (new.fill_null(True).cum_sum().cast(pl.UInt32) - 1 + offset).alias("sess")
-        parts.append(cut.with_columns(sess).drop("key", "user"))
+        parts.append(cut.with_columns(sess).drop("key"))
     out = pl.concat(parts) if len(parts) > 1 else parts[0]
     info = {"given": given["key"].n_unique() if given.height else 0}
     info["cut"] = int(out["sess"].n_unique()) - info["given"]
@@ -110,7 +113,7 @@ class SessionTime(Protocol):
     def build(self, frame: pl.LazyFrame, params: SessionTimeParams, data: DataInfo) -> Built:
         p = params
         zone(p.tz)
-        df, drops = load_events(frame, sequence="session")
+        df, drops = load_events(frame, data, sequence="session")
         df = drop_missing_time(df, drops)
         if df.height == 0:
             raise DataError("no event has a timestamp", column="ts")

@@ -36,6 +36,7 @@ from bench.datasets.protocols.base import (
     index_lookup,
     item_table,
     load_events,
+    order_sequences,
     register_protocol,
     require_examples,
     sequence_index,
@@ -59,12 +60,10 @@ class UserLoo(Protocol):
 
     def build(self, frame: pl.LazyFrame, params: UserLooParams, data: DataInfo) -> Built:
         p = params
-        df, drops = load_events(frame, sequence="user")
+        df, drops = load_events(frame, data, sequence="user")
         if data.has_time:
             df = drop_missing_time(df, drops)
-            df = df.sort(["key", "ts"], maintain_order=True)
-        else:
-            df = df.sort("key", maintain_order=True)
+        df = order_sequences(df, by_time=data.has_time)
         if p.min_item_support > 0:
             n = df.height
             df = df.filter(pl.len().over("item") >= p.min_item_support)

@@ -25,6 +25,7 @@ events' categories only; 0 = unknown).
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -45,11 +46,13 @@ from bench.datasets.protocols.base import (
     iso,
     item_table,
     load_events,
+    order_sequences,
     parse_instant,
     register_protocol,
     require_examples,
     sequence_index,
     shift_days,
+    support,
     to_ms,
     zone,
 )
@@ -77,7 +80,7 @@ class UserTime(Protocol):
     def build(self, frame: pl.LazyFrame, params: UserTimeParams, data: DataInfo) -> Built:
         p = params
         zone(p.tz)
-        df, drops = load_events(frame, sequence="user")
+        df, drops = load_events(frame, data, sequence="user")
         df = drop_missing_time(df, drops)
         if df.height == 0:
             raise DataError("no event has a timestamp", column="ts")
@@ -98,12 +101,12 @@ class UserTime(Protocol):
                 hint="widen the window or lower valid_days / test_days",
             )
         end_ms, test_ms, valid_ms = to_ms(end), to_ms(test_start), to_ms(valid_start)
+        n = df.height
         inside = pl.col("ts") < end_ms
         if start is not None:
             inside = inside & (pl.col("ts") >= to_ms(start))
-        n = df.height
-        # one pass: window filter, then each user's events in time order, ties by file order
-        df = df.lazy().filter(inside).sort(["key", "ts"], maintain_order=True).collect()
+        if df.select(inside.all()).item() is False:
+            df = df.filter(inside)
         count_drop(drops, "outside_window", n - df.height)
         if df.height == 0:
             raise DataError(
@@ -111,6 +114,7 @@ class UserTime(Protocol):
                 option="--param window_start/window_end",
                 hint="set a window that overlaps the data, or leave both unset",
             )
+        df = order_sequences(df)  # each user's events in time order, ties by file order
 
         if p.collapse_repeats:
             repeat = (
@@ -118,9 +122,11 @@ class UserTime(Protocol):
                 & (pl.col("item") == pl.col("item").shift(1))
                 & (pl.col("behavior") == pl.col("behavior").shift(1))
             ).fill_null(False)
-            n = df.height
-            df = df.filter(~repeat)
-            count_drop(drops, "consecutive_repeat", n - df.height)
+            flags = df.select(repeat.alias("repeat"))["repeat"]
+            if flags.any():
+                df = df.filter(~flags)
+            count_drop(drops, "consecutive_repeat", flags.sum())
+            del flags
 
         split = (
             pl.when(pl.col("ts") < valid_ms)
@@ -131,14 +137,15 @@ class UserTime(Protocol):
             .cast(pl.UInt8)
         )
         df = df.with_columns(split=split)
-        support = df.filter(pl.col("split") == TRAIN).group_by("item").len()
-        if support.height == 0:
+        split_np = df["split"].to_numpy()
+        counts = support(df["item"].filter(df["split"] == TRAIN))
+        if counts.height == 0:
             raise DataError(
                 f"no event falls in the training window before {valid_start.isoformat()}",
                 option="--param window_start/valid_days/test_days",
                 hint="widen the window or lower valid_days / test_days",
             )
-        vocab = support.filter(pl.col("len") >= p.min_item_support)["item"].sort()
+        vocab = counts.filter(pl.col("len") >= p.min_item_support)["item"].sort()
         if vocab.len() == 0:
             raise DataError(
                 f"no item is seen {p.min_item_support} times in the training window",
@@ -147,34 +154,23 @@ class UserTime(Protocol):
             )
 
         index = index_lookup(df["item"], vocab)
-        unseen = index.is_null()
-        lost = (
-            df.select("split", "behavior")
-            .with_columns(unseen=unseen)
-            .group_by("split")
-            .agg(
-                rows=pl.col("unseen").sum(),
-                total=pl.len(),
-                buy_rows=(pl.col("unseen") & (pl.col("behavior") == 4)).sum(),
-                buy_total=(pl.col("behavior") == 4).sum(),
-            )
-        )
-        stats = {int(r["split"]): r for r in lost.iter_rows(named=True)}
-        empty = {"rows": 0, "total": 0, "buy_rows": 0, "buy_total": 0}
-        count_drop(drops, "item_support_below_min_in_train", stats.get(TRAIN, empty)["rows"])
-        count_drop(
-            drops,
-            "item_unseen_in_train",
-            stats.get(VALID, empty)["rows"] + stats.get(TEST, empty)["rows"],
-        )
-        prefix = "buy_" if p.target == "buy" else ""
+        unseen = index.is_null().to_numpy()
+        buy = df["behavior"].to_numpy() == 4
+        # rows per (split, unseen, buy): 12 cells
+        cells = np.bincount(split_np * 4 + unseen * 2 + buy, minlength=12).reshape(3, 2, 2)
+        count_drop(drops, "item_support_below_min_in_train", cells[TRAIN, 1].sum())
+        count_drop(drops, "item_unseen_in_train", cells[VALID:, 1].sum())
         drop_fraction = {}
         for code, split_name in ((VALID, "valid"), (TEST, "test")):
-            s = stats.get(code, empty)
-            total = s[prefix + "total"]
-            drop_fraction[split_name] = s[prefix + "rows"] / total if total else 0.0
+            part = cells[code][:, 1] if p.target == "buy" else cells[code].sum(axis=1)
+            drop_fraction[split_name] = float(part[1] / part.sum()) if part.sum() else 0.0
+        del split_np, buy
 
-        df = df.with_columns(index=index).filter(pl.col("index").is_not_null())
+        if unseen.any():
+            df = df.with_columns(index=index).filter(~pl.Series(unseen))
+        else:
+            df = df.with_columns(index=index)
+        del index, unseen
         train = df.filter(pl.col("split") == TRAIN).select("item", "category")
         categories = category_vocab(train["category"])
         items, cats = item_table(vocab, train, categories)
@@ -182,18 +178,13 @@ class UserTime(Protocol):
 
         events = df.select(
             sequence_index(pl.col("key")).alias("seq"),
-            pl.col("index").alias("item"),
+            pl.col("index").cast(pl.UInt32).alias("item"),
             pl.col("behavior"),
-            pl.col("category"),
+            index_lookup(df["category"], categories).fill_null(0).alias("category"),
             (pl.col("ts") // 1000).alias("ts"),
             pl.col("split"),
         )
         del df
-        events = events.with_columns(
-            pl.col("seq").cast(pl.UInt32),
-            pl.col("item").cast(pl.UInt32),
-            index_lookup(events["category"], categories).fill_null(0).alias("category"),
-        ).select("seq", "item", "behavior", "category", "ts", "split")
         examples = examples_by_split(
             events, target=p.target, restrict_train=p.restrict_train_to_target
         )
