@@ -46,7 +46,7 @@ _SEPARATOR_NAMES = {
     "::": "'::'",
     " ": "space",
 }
-_CANDIDATE_SEPARATORS = ("\t", ";", ",", "|", "::")
+_CANDIDATE_SEPARATORS = ("\t", ";", ",", "|", "::", ":")
 _HEAD_BYTES = 1 << 20
 # Polars failures that bad raw data produces (parse errors, strict casts, ragged lines).
 _DATA_FAILURES = (
@@ -185,18 +185,35 @@ def _did_you_mean(name: str, found: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _null_guard(
-    path: Path, column: str, fix: str, source: object
-) -> Callable[[pl.Series], pl.Series]:
+_GUARD_TEXT = re.compile(
+    r"^(?P<file>.*), column '(?P<column>[^']*)': missing value in column '[^']*'\n"
+    r"  fix: (?P<hint>[^\n]*)"
+)
+
+
+class MissingValueError(DataError):
+    """Raised inside Polars by the null guard of a required column.
+
+    Polars may re-create an exception from its text alone when it passes it on, so a bare
+    rendered message is parsed back into file, column and fix.
+    """
+
+    def __init__(self, message: str, **where) -> None:
+        found = None if where else _GUARD_TEXT.match(message)
+        if found:
+            message = f"missing value in column {found['column']!r}"
+            where = {"file": found["file"], "column": found["column"], "hint": found["hint"]}
+        super().__init__(message, **where)
+
+
+def _null_guard(path: Path, column: str, fix: str) -> Callable[[pl.Series], pl.Series]:
     """A per-batch check that a required column has no missing value (O(1) per batch)."""
 
     def guard(series: pl.Series) -> pl.Series:
         if series.null_count():
-            err = DataError(
+            raise MissingValueError(
                 f"missing value in column {column!r}", file=path, column=column, hint=fix
             )
-            err.source = source  # lets `checked` re-read just this file for the line number
-            raise err
         return series
 
     return guard
@@ -251,6 +268,10 @@ class CsvFile:
 
     def check(self) -> list[str]:
         """Cheap up-front checks of the first and last lines; the file's column names."""
+        return self._check()[0]
+
+    def _check(self) -> tuple[list[str], int]:
+        """The column names, and how many blank lines precede the first line."""
         head = _read_head(self.path)
         lines = _lines_of(head)
         if not head.strip():
@@ -260,7 +281,15 @@ class CsvFile:
                 line=1,
                 hint=f"{self._layout_hint()}; download or export it again",
             )
-        first = lines[0]
+        start = next(i for i, line in enumerate(lines) if line.strip())
+        if self.header and start > 0:
+            raise DataError(
+                "the file starts with an empty line; the header must be line 1",
+                file=self.path,
+                line=1,
+                hint="delete the empty line(s) at the top",
+            )
+        first = lines[start]
         cells = [c.strip() for c in _split(first, self.separator)]
         if self.header:
             names = cells
@@ -292,13 +321,13 @@ class CsvFile:
         else:
             names = [f.name for f in self.fields]
             if len(cells) != len(self.fields):
-                wrong = self._wrong_separator(first, 1, len(self.fields))
+                wrong = self._wrong_separator(first, start + 1, len(self.fields))
                 if wrong:
                     raise wrong
                 raise DataError(
                     f"the line has {len(cells)} fields, expected {len(self.fields)}",
                     file=self.path,
-                    line=1,
+                    line=start + 1,
                     hint=self._layout_hint(),
                 )
         want = len(names)
@@ -314,7 +343,7 @@ class CsvFile:
                 hint="the file was cut short (an interrupted download or copy?): download it "
                 f"again, or delete line {lineno}",
             )
-        return names
+        return names, start
 
     def _physical(self, names: list[str]) -> tuple[str, list[str]]:
         """Polars separator and physical column names ('::' becomes ':' plus gap columns)."""
@@ -333,13 +362,14 @@ class CsvFile:
 
     def scan(self) -> pl.LazyFrame:
         """The fields, typed and renamed to `Field.name`; blank lines skipped; nulls guarded."""
-        names = self.check()
+        names, start = self._check()
         column = self._resolve(names)
         typed = {column[f.name]: f.dtype for f in self.fields}
         sep, physical = self._physical(names)
         lf = pl.scan_csv(
             self.path,
             has_header=self.header,
+            skip_lines=start,
             separator=sep,
             quote_char=self.quote_char,
             schema={c: typed.get(c, pl.String) for c in physical},
@@ -352,7 +382,7 @@ class CsvFile:
         lf = lf.filter(~pl.all_horizontal(pl.col(f.name).is_null() for f in self.fields))
         guards = [
             pl.col(f.name).map_batches(
-                _null_guard(self.path, f.name, f.fix or self._layout_hint(), self),
+                _null_guard(self.path, f.name, f.fix or self._layout_hint()),
                 return_dtype=f.dtype,
                 is_elementwise=True,
             )
@@ -364,10 +394,10 @@ class CsvFile:
     def diagnose(self) -> DataError | None:
         """Find the first bad line: a wrong field count, then a missing or unparseable value."""
         try:
-            names = self.check()
+            names, start = self._check()
         except DataError as err:
             return err
-        return self._diagnose_counts(len(names)) or self._diagnose_values(names)
+        return self._diagnose_counts(len(names)) or self._diagnose_values(names, start)
 
     def _diagnose_counts(self, want: int) -> DataError | None:
         text = pl.col("line").str.strip_suffix("\r")
@@ -400,12 +430,13 @@ class CsvFile:
             hint=f"{self._layout_hint()}; fix or delete line {i + 1}",
         )
 
-    def _diagnose_values(self, names: list[str]) -> DataError | None:
+    def _diagnose_values(self, names: list[str], start: int) -> DataError | None:
         column = self._resolve(names)
         sep, physical = self._physical(names)
         raw = pl.scan_csv(
             self.path,
             has_header=self.header,
+            skip_lines=start,
             separator=sep,
             quote_char=self.quote_char,
             schema=dict.fromkeys(physical, pl.String),
@@ -413,7 +444,7 @@ class CsvFile:
             truncate_ragged_lines=True,
             encoding="utf8-lossy",
         ).with_row_index("__row")
-        line = pl.col("__row") + 1 + int(self.header)
+        line = pl.col("__row") + 1 + int(self.header) + start
         return _first_bad_value(raw, self.fields, column, line, self.path, "line")
 
 
@@ -506,7 +537,7 @@ class ParquetFile:
         lf = pl.scan_parquet(self.path).select(f.name for f in self.fields)
         guards = [
             pl.col(f.name).map_batches(
-                _null_guard(self.path, f.name, f.fix or "fill or drop the rows", self),
+                _null_guard(self.path, f.name, f.fix or "fill or drop the rows"),
                 return_dtype=schema[f.name],
                 is_elementwise=True,
             )
@@ -743,15 +774,9 @@ class SourceAdapter(Adapter):
             return super().raw_files()
 
 
-def _diagnose(adapter: object, err: BaseException) -> DataError | None:
-    source = getattr(err, "source", None)
-    for target in (source, adapter):
-        diagnose = getattr(target, "diagnose", None)
-        if callable(diagnose):
-            found = diagnose()
-            if found is not None:
-                return found
-    return None
+def _diagnose(adapter: object) -> DataError | None:
+    diagnose = getattr(adapter, "diagnose", None)
+    return diagnose() if callable(diagnose) else None
 
 
 def _plain(err: DataError) -> DataError:
@@ -774,9 +799,9 @@ def checked(adapter: Adapter) -> Iterator[None]:
     except DataError as err:
         if err.line is not None:
             raise
-        raise (_diagnose(adapter, err) or _plain(err)) from err
+        raise (_diagnose(adapter) or _plain(err)) from err
     except _DATA_FAILURES as err:
-        found = _diagnose(adapter, err)
+        found = _diagnose(adapter)
         if found is None:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             found = DataError(

@@ -120,7 +120,8 @@ def detect_time_unit(values: pl.Series, column: str) -> str:
             hint="pass time_unit=s|ms|us|iso|order",
         )
     numbers = values.cast(pl.Float64, strict=False).drop_nulls()
-    if len(numbers) >= 0.9 * len(values):
+    # The majority decides; an odd bad value is then reported with its line when read.
+    if len(numbers) > 0.5 * len(values):
         low, high = numbers.min(), numbers.max()
         integers = (numbers == numbers.floor()).all()
         if integers and high < 1e8:
@@ -134,7 +135,7 @@ def detect_time_unit(values: pl.Series, column: str) -> str:
             hint="pass time_unit=s|ms|us|iso|order",
         )
     parsed = values.str.to_datetime(time_unit="ms", time_zone="UTC", strict=False)
-    if parsed.null_count() <= 0.1 * len(values):
+    if parsed.null_count() < 0.5 * len(values):
         return "iso"
     raise ConfigError(
         f"cannot read column {column!r} as time: values like {values[0]!r}",
