@@ -218,3 +218,19 @@ def test_custom_item_column_cannot_be_guessed(tmp_path):
     with pytest.raises(ConfigError) as info:
         get_adapter("custom", tmp_path).scan()
     assert info.value.option == "columns" and "a, b" in info.value.message
+
+
+def test_other_errors_pass_through_checked_untouched(tmp_path):
+    put(tmp_path, "taobao", "UserBehavior.csv", TAOBAO)
+    adapter = get_adapter("taobao", tmp_path)
+    mine = DataError("every event was filtered away", hint="lower min_item_support")
+    with pytest.raises(DataError) as info, checked(adapter):
+        raise mine
+    assert info.value is mine
+
+
+def test_custom_column_with_two_roles(tmp_path):
+    put(tmp_path, "custom", "log.csv", "sid,item\ns1,a\ns1,b\ns2,a\n")
+    frame = get_adapter("custom", tmp_path, columns="user=sid,session=sid,item=item").load()
+    assert frame["user_id"].to_list() == frame["session_id"].to_list() == ["s1", "s1", "s2"]
+    assert frame["ts"].is_sorted()  # no time column: the file order

@@ -796,10 +796,10 @@ def checked(adapter: Adapter) -> Iterator[None]:
     """Run Polars work on an adapter's frames; bad raw data surfaces as a located DataError."""
     try:
         yield
-    except DataError as err:
-        if err.line is not None:
-            raise
+    except MissingValueError as err:  # a null guard fired: find the line
         raise (_diagnose(adapter) or _plain(err)) from err
+    except BenchError:  # already located (or not about the raw files): as it is
+        raise
     except _DATA_FAILURES as err:
         found = _diagnose(adapter)
         if found is None:

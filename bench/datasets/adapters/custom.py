@@ -29,7 +29,7 @@ sequences. Sequence files: the line is the session (and the user), 0 is padding.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -367,19 +367,26 @@ class CustomAdapter(SourceAdapter):
         roles = self._roles(path, names, first, sep)
         quote = None if fmt in ("tsv", "inter") else '"'
         if "time" in roles and unit is None and roles["time"] in names:
-            sample = (
-                pl.scan_csv(
-                    path,
-                    separator=sep,
-                    quote_char=quote,
-                    infer_schema=False,
-                    truncate_ragged_lines=True,
-                    encoding="utf8-lossy",
+            try:
+                sample = (
+                    pl.scan_csv(
+                        path,
+                        separator=sep,
+                        quote_char=quote,
+                        infer_schema=False,
+                        truncate_ragged_lines=True,
+                        encoding="utf8-lossy",
+                    )
+                    .select(roles["time"])
+                    .head(1000)
+                    .collect()
                 )
-                .select(roles["time"])
-                .head(1000)
-                .collect()
-            )
+            except pl.exceptions.PolarsError as err:
+                raise DataError(
+                    f"cannot read the first rows ({str(err).splitlines()[0]})",
+                    file=path,
+                    hint="check the separator and the header line",
+                ) from err
             unit = detect_time_unit(sample.to_series(), roles["time"])
         source = CsvFile(
             path,
@@ -401,14 +408,14 @@ class CustomAdapter(SourceAdapter):
             if role not in roles:
                 continue
             if role == "time":
-                field = Field(
+                spec = Field(
                     roles[role],
                     valid=self._time_valid(unit),
                     expect=f"a time ({unit})",
                     fix="fix or delete the line, or pass time_unit= / time_format= to match it",
                 )
             elif role == "behavior":
-                field = Field(
+                spec = Field(
                     roles[role],
                     valid=lambda raw: _norm(raw).is_in(keys),
                     expect="a known behaviour (pv, fav, cart, buy or a synonym)",
@@ -418,14 +425,20 @@ class CustomAdapter(SourceAdapter):
                 # An id is required unless another column can carry the sequence.
                 keys_present = {"user", "session"} & set(roles)
                 required = role == "item" or (role in keys_present and len(keys_present) == 1)
-                field = Field(
+                spec = Field(
                     roles[role],
                     required=required,
                     expect="an id",
                     fix="fill in the id or delete the line",
                 )
-            fields.append(field)
-        return tuple(fields)
+            fields.append(spec)
+        # One column may serve two roles (e.g. user and session): read it once.
+        merged: dict[str, Field] = {}
+        for f in fields:
+            if f.name in merged:
+                f = replace(merged[f.name], required=merged[f.name].required or f.required)
+            merged[f.name] = f
+        return tuple(merged.values())
 
     def _time_valid(self, unit: str | None):
         if unit in _SCALE:
