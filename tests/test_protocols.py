@@ -505,10 +505,13 @@ def session_time_reference(rows, gap_s, test_days, valid_days, min_support, min_
             if len(seq) >= min_len:
                 kept[k] = seq
     vocab = {r[2] for seq in kept.values() for r in seq}
+    unseen, total = {1: 0, 2: 0}, {1: 0, 2: 0}
     for code in (1, 2):
         for k, p in parts.items():
             if p == code:
                 seq = [r for r in sessions[k] if r[2] in vocab]
+                unseen[code] += len(sessions[k]) - len(seq)
+                total[code] += len(sessions[k])
                 if len(seq) >= min_len:
                     kept[k] = seq
     events, examples = [], {0: [], 1: [], 2: []}
@@ -517,7 +520,8 @@ def session_time_reference(rows, gap_s, test_days, valid_days, min_support, min_
             events.append((s, r[2], r[3], r[4] // 1000, parts[k]))
             if i:
                 examples[parts[k]].append((s, i))
-    return events, examples
+    drop_fraction = {"valid": unseen[1] / total[1], "test": unseen[2] / total[2]}
+    return events, examples, drop_fraction
 
 
 def artifact_session_events(art) -> list[tuple]:
@@ -533,13 +537,14 @@ def artifact_session_events(art) -> list[tuple]:
 def test_session_time_on_taobao_cuts_sessions_like_plain_python(cache):
     art = artifact.load(prepare("taobao", "session-time", data_dir=DATA, cache_dir=cache))
     rows = [(None, u, i, c, ts * 1000, line) for u, i, c, _, ts, line in read_taobao()]
-    events, examples = session_time_reference(rows, 30 * 60, 1, 1, 5)
+    events, examples, drop_fraction = session_time_reference(rows, 30 * 60, 1, 1, 5)
     # categories outside training sessions are unknown (0 -> None)
     train_cats = {e[2] for e in events if e[4] == 0}
     events = [(s, i, c if c in train_cats else None, ts, sp) for s, i, c, ts, sp in events]
     assert artifact_session_events(art) == events
     assert artifact_examples(art) == examples
     assert art.meta["counts"]["train"]["examples"] == len(examples[0])
+    assert art.meta["target_drop_fraction"] == pytest.approx(drop_fraction)
 
 
 @needs_data
@@ -565,7 +570,7 @@ def test_session_time_on_diginetica_matches_plain_python(cache):
             rows.append(
                 (r["session_id"], r["user_id"], r["item_id"], category[r["item_id"]], ts, line)
             )
-    events, examples = session_time_reference(rows, 30 * 60, 7, 7, 5)
+    events, examples, _ = session_time_reference(rows, 30 * 60, 7, 7, 5)
     train_cats = {e[2] for e in events if e[4] == 0}
     events = [(s, i, c if c in train_cats else None, ts, sp) for s, i, c, ts, sp in events]
     assert artifact_session_events(art) == events

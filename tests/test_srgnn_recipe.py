@@ -102,6 +102,7 @@ def srgnn_reference(path: Path, test_days: int = 7) -> dict:
             outseq.append(item_dict[i])
         train_seqs.append(outseq)
     steps["item_unseen_in_train"] = 0
+    steps["test_rows"] = sum(len(sess_clicks[s]) for s, _ in tes_sess)
     test_seqs = []
     for s, _ in tes_sess:
         outseq = [item_dict[i] for i in sess_clicks[s] if i in item_dict]
@@ -196,6 +197,9 @@ def test_drops_match_each_step_of_the_script(reference, cache):
     kept = meta["counts"]["total"]["events"]
     assert kept == sum(map(len, reference["train_seqs"])) + sum(map(len, reference["test_seqs"]))
     assert meta["info"]["split_date"].startswith("2016-05-25")
+    assert meta["target_drop_fraction"]["test"] == pytest.approx(
+        steps["item_unseen_in_train"] / steps["test_rows"]
+    )
 
 
 def test_default_valid_holds_out_the_latest_training_sessions(reference, cache):

@@ -167,6 +167,7 @@ class SessionSrgnn(Protocol):
         n = test.height
         test = test.filter(pl.col("index").is_not_null())
         count_drop(drops, "item_unseen_in_train", n - test.height)
+        test_drop = (n - test.height) / n if n else 0.0
         n = test.height
         test = test.filter(pl.len().over("key") >= 2)
         count_drop(drops, "session_shorter_than_2", n - test.height)
@@ -193,6 +194,7 @@ class SessionSrgnn(Protocol):
             "split_date": iso(split_date * 1000, "UTC"),
             "max_date": iso(max_date * 1000, "UTC"),
             "valid": "most recent valid_fraction of SR-GNN's training sessions, held out",
+            "target_drop_fraction": {"valid": 0.0, "test": test_drop},
         }
         return Built(events, examples, items, cats, drops, info)
 

@@ -31,6 +31,7 @@ import polars as pl
 from pydantic import Field
 
 from bench.datasets.protocols.base import (
+    BUY,
     TEST,
     TRAIN,
     VALID,
@@ -155,6 +156,11 @@ class SessionTime(Protocol):
         rest = df.filter(~is_train)
         del df
         rest = rest.with_columns(index=index_lookup(rest["item"], vocab))
+        candidates = rest.filter(pl.col("behavior") == BUY) if p.target == "buy" else rest
+        drop_fraction = {}
+        for code, name in ((VALID, "valid"), (TEST, "test")):
+            part = candidates.filter(pl.col("split") == code)["index"]
+            drop_fraction[name] = part.null_count() / part.len() if part.len() else 0.0
         n = rest.height
         rest = rest.filter(pl.col("index").is_not_null())
         count_drop(drops, "item_unseen_in_train", n - rest.height)
@@ -192,5 +198,6 @@ class SessionTime(Protocol):
                 "end": iso(to_ms(end), p.tz),
             },
             "sessions": sessions,
+            "target_drop_fraction": drop_fraction,
         }
         return Built(events, examples, items, cats, drops, info)
