@@ -369,6 +369,15 @@ def user_time_reference(rows, start, end, valid_start, test_start, min_support, 
             if split_of[r[5]] == 0:
                 support[r[1]] = support.get(r[1], 0) + 1
     vocab = {i for i, c in support.items() if c >= min_support}
+    first_category: dict[str, str] = {}
+    for seq in users.values():
+        for r in seq:
+            if split_of[r[5]] == 0 and r[1] in vocab:
+                first_category.setdefault(r[1], (r[4], r[5], r[2]))
+    item_info = sorted(
+        (int(i), first_category[i][2], support[i])
+        for i in vocab  # numbered by raw id (Taobao ids are integers)
+    )
     events, examples = [], {0: [], 1: [], 2: []}
     dropped = {0: 0, 1: 0, 2: 0}
     candidates = {1: 0, 2: 0}
@@ -389,7 +398,7 @@ def user_time_reference(rows, start, end, valid_start, test_start, min_support, 
             if i and (target == "any" or r[3] == "buy"):
                 examples[sp].append((seq_no, i))
         seq_no += 1
-    return events, examples, dropped, candidates, len(rows) - len(inside)
+    return events, examples, dropped, candidates, len(rows) - len(inside), item_info
 
 
 def artifact_events(art) -> list[tuple]:
@@ -414,10 +423,16 @@ def artifact_examples(art) -> dict[int, list[tuple[int, int]]]:
 def test_user_time_on_taobao_matches_plain_python(cache, target):
     path = prepare("taobao", "user-time", target=target, data_dir=DATA, cache_dir=cache)
     art = artifact.load(path)
-    events, examples, dropped, candidates, outside = user_time_reference(
+    events, examples, dropped, candidates, outside, item_info = user_time_reference(
         read_taobao(), T_START, T_END, T_VALID, T_TEST, 5, target
     )
     assert artifact_events(art) == events
+    cats = art.categories["raw_category"].to_list()
+    stored_items = [
+        (int(raw), cats[c - 1], n)
+        for raw, c, n in art.items.select("raw_item", "category", "train_count").rows()
+    ]
+    assert stored_items == item_info
     assert artifact_examples(art) == {k: sorted(v) for k, v in examples.items()}
     meta = art.meta
     assert meta["drops"]["outside_window"] == outside == 35

@@ -339,7 +339,12 @@ def raw_text(series: pl.Series) -> pl.Series:
 
 def category_vocab(raw: pl.Series) -> pl.Series:
     """Sorted distinct non-null raw categories: index = position + 1, 0 = unknown."""
-    return raw.drop_nulls().unique().sort()
+    raw = raw.drop_nulls()
+    if raw.dtype.is_integer() and raw.len():
+        arr = raw.to_numpy()
+        if arr.min() >= 0 and arr.max() < 4 * len(arr) + 2**24:
+            return pl.Series(raw.name, np.flatnonzero(np.bincount(arr))).cast(raw.dtype)
+    return raw.unique().sort()
 
 
 def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
@@ -348,34 +353,39 @@ def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
 
 def item_table(
     vocab: pl.Series,
-    train: pl.DataFrame,
+    index: pl.Series,
+    category: pl.Series,
+    train: np.ndarray,
     categories: pl.Series,
-    category_from: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """items.parquet and categories.parquet for item vocabulary `vocab` (index = position + 1).
+    """items.parquet and categories.parquet for the item vocabulary `vocab`.
 
-    `train` holds the kept training events (item and category as raw ids): `train_count` is
-    an item's training support, its category that of its first training event (or of its
-    first event in `category_from`, for protocols whose vocabulary is not the training one).
+    Per kept event row: `index` (1..len(vocab)), raw `category`, and `train` (a training
+    row?). An item's `train_count` is its training rows; its category that of its first
+    training row (its first row at all, for an item with none: user-loo's vocabulary).
     """
-    counts = support(train["item"]).rename({"len": "train_count"})
-    source = train if category_from is None else category_from
-    firsts = (
-        source.select("item", raw_category=pl.col("category"))
-        .filter(pl.col("raw_category").is_not_null())
-        .unique(subset="item", keep="first", maintain_order=True)
-    )
-    per_item = (
-        pl.DataFrame({"item": vocab})
-        .join(counts, on="item", how="left", maintain_order="left")
-        .join(firsts, on="item", how="left", maintain_order="left")
-    )
+    idx = index.to_numpy().astype(np.int64)
+    n, size = len(idx), len(vocab) + 1
+    rows = np.arange(n, dtype=np.int64)
+    counts = np.bincount(idx[train], minlength=size)[1:]
+    first = np.full(size, n, dtype=np.int64)
+    np.minimum.at(first, idx[train], rows[train])
+    if (first[1:] == n).any():
+        anywhere = np.full(size, n, dtype=np.int64)
+        np.minimum.at(anywhere, idx, rows)
+        first = np.where(first == n, anywhere, first)
+    first = first[1:]
+    seen = first < n
+    raw_category = pl.Series("category", [None] * len(vocab), dtype=category.dtype)
+    if seen.any():
+        picked = category.gather(first[seen])
+        raw_category = raw_category.scatter(np.flatnonzero(seen), picked)
     items = pl.DataFrame(
         {
-            "item": pl.Series(np.arange(1, len(vocab) + 1, dtype=np.uint32)),
+            "item": pl.Series(np.arange(1, size, dtype=np.uint32)),
             "raw_item": raw_text(vocab),
-            "category": category_index(per_item["raw_category"], categories).cast(pl.UInt32),
-            "train_count": per_item["train_count"].fill_null(0).cast(pl.UInt64),
+            "category": category_index(raw_category, categories).cast(pl.UInt32),
+            "train_count": pl.Series(counts.astype(np.uint64)),
         }
     )
     cats = pl.DataFrame(

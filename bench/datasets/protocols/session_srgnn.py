@@ -174,8 +174,9 @@ class SessionSrgnn(Protocol):
         train = train.with_columns(index=index_lookup(train["item"], vocab))
 
         categories = category_vocab(train["category"])
-        items, cats = item_table(vocab, train.select("item", "category"), categories)
         rows = pl.concat([train, test])
+        is_train = rows["part"].to_numpy() == TRAIN
+        items, cats = item_table(vocab, rows["index"], rows["category"], is_train, categories)
         events = rows.select(
             sequence_index(pl.col("rank")).alias("seq"),
             pl.col("index").cast(pl.UInt32).alias("item"),

@@ -167,10 +167,11 @@ class SessionTime(Protocol):
         rest = drop_short(rest, p.min_session_length, drops)
 
         categories = category_vocab(train["category"])
-        items, cats = item_table(vocab, train.select("item", "category"), categories)
         train = train.with_columns(index=index_lookup(train["item"], vocab))
         rows = pl.concat([train, rest.sort("split", maintain_order=True)])
         del train, rest
+        is_train = rows["split"].to_numpy() == TRAIN
+        items, cats = item_table(vocab, rows["index"], rows["category"], is_train, categories)
         events = rows.select(
             sequence_index(pl.col("sess")).alias("seq"),
             pl.col("index").cast(pl.UInt32).alias("item"),

@@ -94,12 +94,13 @@ class UserLoo(Protocol):
         df = df.with_columns(split=split)
         vocab = df["item"].unique().sort()
         categories = category_vocab(df["category"])
-        train = df.filter(pl.col("split") == TRAIN).select("item", "category")
-        items, cats = item_table(vocab, train, categories, category_from=df)
+        df = df.with_columns(index=index_lookup(df["item"], vocab))
+        is_train = df["split"].to_numpy() == TRAIN
+        items, cats = item_table(vocab, df["index"], df["category"], is_train, categories)
         seconds = (pl.col("ts") // 1000) if data.has_time else pl.col("position")
         events = df.select(
             pl.col("seq"),
-            index_lookup(df["item"], vocab).alias("item"),
+            pl.col("index").alias("item"),
             pl.col("behavior"),
             index_lookup(df["category"], categories).fill_null(0).alias("category"),
             seconds.cast(pl.Int64).alias("ts"),

@@ -171,10 +171,10 @@ class UserTime(Protocol):
         else:
             df = df.with_columns(index=index)
         del index, unseen
-        train = df.filter(pl.col("split") == TRAIN).select("item", "category")
-        categories = category_vocab(train["category"])
-        items, cats = item_table(vocab, train, categories)
-        del train
+        is_train = df["split"].to_numpy() == TRAIN
+        categories = category_vocab(df["category"].filter(pl.Series(is_train)))
+        items, cats = item_table(vocab, df["index"], df["category"], is_train, categories)
+        del is_train
 
         events = df.select(
             sequence_index(pl.col("key")).alias("seq"),
