@@ -14,12 +14,13 @@ every count (events and examples per split, items, categories, drops).
 
 Threads are set, not inherited: POLARS_MAX_THREADS and the Arrow CPU pool get
 `--threads` (default: all cores); pandas itself is single-threaded. `--stages` adds a
-per-stage profile of the Polars run (cumulative seconds of the recipe's functions).
+per-line profile of the Polars run (wall seconds per bench source line, sampled).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -53,16 +54,15 @@ def step_polars(data_dir: str, cache_dir: str, stages: bool) -> dict:
     from bench.datasets.artifact import read_meta
     from bench.datasets.prepare import prepare
 
-    profile = None
-    if stages:
-        import cProfile
-
-        profile = cProfile.Profile()
-        profile.enable()
+    sampler = StackSampler() if stages else None
     t0 = time.perf_counter()
-    folder = prepare(
-        "taobao-synth", "user-time", data_dir=data_dir, cache_dir=cache_dir, force=True
-    )
+    try:
+        folder = prepare(
+            "taobao-synth", "user-time", data_dir=data_dir, cache_dir=cache_dir, force=True
+        )
+    finally:
+        if sampler is not None:
+            sampler.stop()
     seconds = time.perf_counter() - t0
     meta = read_meta(folder)
     out = {
@@ -77,43 +77,93 @@ def step_polars(data_dir: str, cache_dir: str, stages: bool) -> dict:
         "drops": meta["drops"],
         "artifact_bytes": sum(f.stat().st_size for f in folder.iterdir()),
     }
-    if profile is not None:
-        profile.disable()
-        out["stages"] = _stages(profile)
+    if sampler is not None:
+        out["stages"] = sampler.table()
     return out
 
 
-def _stages(profile) -> list[tuple[str, float]]:
-    """Cumulative seconds of bench's own functions and of Polars' heavy calls."""
-    import pstats
+class StackSampler:
+    """Wall time per source line of bench, by sampling the main thread's stack every 10 ms.
 
-    stats = pstats.Stats(profile)
-    rows = []
-    for (file, line, name), (_, _, _, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
-        if "/bench/" in file:
-            rows.append((f"{file.split('/bench/', 1)[1]}:{line} {name}", cum))
-        elif name in ("collect", "write_parquet", "sort", "join", "filter", "read_csv"):
-            rows.append((f"polars {name}", cum))
-    rows.sort(key=lambda r: -r[1])
-    return [(n, round(s, 3)) for n, s in rows[:25]]
+    Polars and numpy release the GIL in their heavy calls, so a sample lands on the bench
+    line that waits for them. Each sample is attributed to the innermost bench frame, shown
+    with the recipe-level line (prepare.py / the protocol module) that led there.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import threading
+
+        self.interval = interval
+        self.seconds: dict[str, float] = {}
+        self.main = threading.main_thread().ident
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _where(self, frame) -> str | None:
+        inner, outer = None, None
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if "/bench/" in name and "benchmarks" not in name:
+                here = f"{name.split('/bench/', 1)[1]}:{frame.f_lineno} {frame.f_code.co_name}"
+                inner = inner or here
+                if "protocols/" in name and "base.py" not in name or name.endswith("prepare.py"):
+                    outer = outer or here
+            frame = frame.f_back
+        if inner is None:
+            return None
+        return inner if outer in (None, inner) else f"{outer} > {inner}"
+
+    def _run(self) -> None:
+        last = time.perf_counter()
+        while not self.done.wait(self.interval):
+            now = time.perf_counter()
+            frame = sys._current_frames().get(self.main)
+            key = self._where(frame) if frame is not None else None
+            if key:
+                self.seconds[key] = self.seconds.get(key, 0.0) + now - last
+            last = now
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def table(self, top: int = 25) -> list[tuple[str, float]]:
+        rows = sorted(self.seconds.items(), key=lambda r: -r[1])[:top]
+        return [(k, round(v, 2)) for k, v in rows]
 
 
 def step_pandas(csv: str, out_dir: str, threads: int) -> dict:
     import pyarrow
 
     pyarrow.set_cpu_count(threads)
-    sys.path.insert(0, str(ROOT))
     from benchmarks.pandas_user_time import prepare_user_time
 
     return prepare_user_time(csv, out_dir)
 
 
 STEPS = {"generate": step_generate, "polars": step_polars, "pandas": step_pandas}
+PRELOAD = {
+    "generate": ["bench.datasets.synth"],
+    "polars": [
+        "bench.datasets.prepare",
+        "bench.datasets.protocols",
+        "bench.datasets.adapters.taobao_synth",
+    ],
+    "pandas": ["pandas", "pyarrow.parquet", "benchmarks.pandas_user_time"],
+}
 
 
 def child_main(argv: list[str]) -> None:
+    import resource
+
     kind, args = argv[0], json.loads(argv[1])
+    for module in PRELOAD[kind]:  # imports stay outside the measured CPU time
+        importlib.import_module(module)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     result = STEPS[kind](**args)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3)
     result["peak_rss_self"] = _peak_self()
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -209,23 +259,38 @@ def row(step: str, rows: int, res: dict) -> dict:
         "ok": res["ok"],
         "wall_s": wall,
         "process_s": res["process_s"],
+        "cpu_s": res["result"]["cpu_s"] if res["ok"] else None,
         "peak_rss_gib": round(res["peak_rss"] / GIB, 3),
         "rows_per_s": round(rows / wall) if res["ok"] and wall else None,
     }
 
 
 def print_table(steps: list[dict], speedups: dict) -> None:
-    head = f"{'step':<20} {'rows':>12} {'wall s':>9} {'process s':>10} {'peak RSS GiB':>13} {'rows/s':>12}  speedup vs pandas"
+    head = (
+        f"{'step':<21} {'rows':>12} {'wall s':>8} {'cpu s':>8} {'process s':>9} "
+        f"{'peak RSS GiB':>12} {'rows/s':>10}  speedup vs pandas (wall; cpu)"
+    )
     print(head)
     print("-" * len(head))
     for s in steps:
         wall = f"{s['wall_s']:.2f}" if s["ok"] else "failed"
+        cpu = f"{s['cpu_s']:.2f}" if s["cpu_s"] is not None else "-"
         rate = f"{s['rows_per_s']:,}" if s["rows_per_s"] else "-"
         speed = speedups.get((s["step"], s["rows"]), "")
         print(
-            f"{s['step']:<20} {s['rows']:>12,} {wall:>9} {s['process_s']:>10.2f} "
-            f"{s['peak_rss_gib']:>13.2f} {rate:>12}  {speed}"
+            f"{s['step']:<21} {s['rows']:>12,} {wall:>8} {cpu:>8} {s['process_s']:>9.2f} "
+            f"{s['peak_rss_gib']:>12.2f} {rate:>10}  {speed}"
         )
+
+
+def _generated(csv: Path, rows: int, seed: int) -> bool:
+    """A complete synthetic file of these rows and seed is already there (kept by --keep)."""
+    note = csv.with_name("SYNTHETIC.txt")
+    if not (csv.exists() and note.exists()):
+        return False
+    text = note.read_text()
+    params = json.loads(text[text.index("{") :])
+    return params.get("rows") == rows and params.get("seed") == seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     parser.add_argument("--workdir", type=Path, help="where files go (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse a kept synthetic file of the same rows and seed"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per step")
@@ -268,17 +336,20 @@ def main(argv: list[str] | None = None) -> int:
             csv = data / "taobao-synth" / "UserBehavior.csv"
             log = work / f"log-{rows}"
             log.mkdir(exist_ok=True)
-            gen = run_step(
-                "generate",
-                {"csv": str(csv), "rows": rows, "seed": args.seed},
-                args.threads,
-                args.timeout,
-                log / "generate.txt",
-            )
-            steps.append(row("generate (synthetic)", rows, gen))
-            if not gen["ok"]:
-                print(gen["tail"], file=sys.stderr)
-                break
+            if args.reuse and _generated(csv, rows, args.seed):
+                print(f"reusing {csv} ({rows:,} rows, seed {args.seed})")
+            else:
+                gen = run_step(
+                    "generate",
+                    {"csv": str(csv), "rows": rows, "seed": args.seed},
+                    args.threads,
+                    args.timeout,
+                    log / "generate.txt",
+                )
+                steps.append(row("generate (synthetic)", rows, gen))
+                if not gen["ok"]:
+                    print(gen["tail"], file=sys.stderr)
+                    break
             runs = [
                 (
                     "polars",
@@ -310,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work / f"pandas-{rows}", ignore_errors=True)
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)
+                shutil.rmtree(log, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -322,14 +394,18 @@ def main(argv: list[str] | None = None) -> int:
         same = by.get(("prepare (polars)", pandas_rows))
         if same and same["ok"]:
             summary["speedup_same_size"] = round(base["wall_s"] / same["wall_s"], 2)
+            summary["cpu_ratio_same_size"] = round(base["cpu_s"] / same["cpu_s"], 2)
             speedups[("prepare (polars)", pandas_rows)] = (
-                f"{summary['speedup_same_size']}x (same size)"
+                f"{summary['speedup_same_size']}x; {summary['cpu_ratio_same_size']}x (same size)"
             )
         big = by.get(("prepare (polars)", args.rows))
         if pandas_rows != args.rows and big and big["ok"]:
             summary["throughput_ratio"] = round(big["rows_per_s"] / base["rows_per_s"], 2)
+            cpu_rate = (big["rows"] / big["cpu_s"]) / (base["rows"] / base["cpu_s"])
+            summary["cpu_throughput_ratio"] = round(cpu_rate, 2)
             speedups[("prepare (polars)", args.rows)] = (
-                f"{summary['throughput_ratio']}x rows/s vs pandas at {pandas_rows:,}"
+                f"{summary['throughput_ratio']}x; {summary['cpu_throughput_ratio']}x "
+                f"(rows/s vs pandas at {pandas_rows:,})"
             )
     agree = None
     pol, pan = results.get(("polars", pandas_rows)), results.get(("pandas", pandas_rows))
@@ -349,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("polars",):
         res = results.get((kind, args.rows))
         if res and res["ok"] and res["result"].get("stages"):
-            print(f"\nstages of the {kind} run at {args.rows:,} rows (cumulative s):")
+            print(
+                f"\nwhere the {kind} run at {args.rows:,} rows spends its time (wall s, sampled):"
+            )
             for name, sec in res["result"]["stages"]:
                 print(f"  {sec:9.3f}  {name}")
     if args.json:
