@@ -404,6 +404,7 @@ def run(
     target: Annotated[Target | None, typer.Option("--target", help="any (default) or buy.")] = None,
     config: ConfigFile = None,
     settings: RunSettings = None,
+    options: AdapterOptions = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for everything.")] = None,
     max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch limit.")] = None,
     devices: Annotated[
@@ -455,6 +456,7 @@ def run(
         "runs_dir": str(runs_dir) if runs_dir else None,
         "resume": resume or None,
         "wandb": wandb,
+        "adapter_options": parse_assignments(options, "--option"),
     }
     run_config = resolve(file_values, parse_assignments(settings, "--set"), flags)
     store = ResultsStore(results)  # opened first: a bad store URL fails before training

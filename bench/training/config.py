@@ -52,6 +52,7 @@ class RunConfig(pydantic.BaseModel):
     wandb_group: str | None = None
     params: dict[str, Any] = {}  # model hyperparameters
     protocol_params: dict[str, Any] = {}
+    adapter_options: dict[str, Any] = {}  # e.g. the path and columns of a `custom` file
 
     @pydantic.field_validator("monitor")
     @classmethod
@@ -62,7 +63,7 @@ class RunConfig(pydantic.BaseModel):
         return value
 
 
-RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params"}
+RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params", "adapter_options"}
 
 
 def _error_from(err: pydantic.ValidationError, source: str) -> ConfigError:
@@ -101,6 +102,8 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
     merged: dict[str, Any] = {}
     params: dict[str, Any] = dict(file_values.pop("params", None) or {})
     protocol_params: dict[str, Any] = dict(file_values.pop("protocol_params", None) or {})
+    adapter_options: dict[str, Any] = dict(file_values.pop("adapter_options", None) or {})
+    adapter_options.update(flags.pop("adapter_options", None) or {})
     for values in (file_values, assignments):
         for key, value in values.items():
             if key.startswith("model."):
@@ -113,7 +116,12 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
                 params[key] = value  # a bare model hyperparameter; checked below
     merged.update({k: v for k, v in flags.items() if v is not None})
     try:
-        config = RunConfig(**merged, params=params, protocol_params=protocol_params)
+        config = RunConfig(
+            **merged,
+            params=params,
+            protocol_params=protocol_params,
+            adapter_options=adapter_options,
+        )
     except pydantic.ValidationError as err:
         raise _error_from(err, "--config/--set") from None
     model_cls = get_model_class(config.model)

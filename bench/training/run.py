@@ -69,6 +69,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         params=config.protocol_params or None,
         data_dir=config.data_dir,
         cache_dir=config.cache_dir,
+        adapter_options=config.adapter_options or None,
     )
     meta = read_meta(artifact)
     protocol = meta["protocol"]

@@ -1,0 +1,114 @@
+"""`bench run` end to end on a small planted data set: training, checkpoints, resume,
+results, predict, and clear errors for bad configurations."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.errors import ConfigError
+from bench.training.config import resolve
+from bench.training.run import execute
+from tests.synthetic import planted_sequences
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    """A sequence-per-line file (the format session papers publish) with planted transitions."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "custom").mkdir()
+    items, _ = planted_sequences(n_seq=400, n_items=50, length=12, seed=3)
+    lines = [",".join(str(int(i)) for i in row) for row in items]
+    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _config(planted_dir, tmp_path, model, **extra):
+    settings = {
+        "model": model, "dataset": "custom", "data_dir": str(planted_dir),
+        "cache_dir": str(planted_dir / "cache"), "runs_dir": str(tmp_path / "runs"),
+        "max_epochs": 3, "batch_size": 128, "eval_batch_size": 256, "threads": 1,
+        "adapter_options": {"path": "planted.txt", "format": "sequences"},
+    }
+    settings.update(extra)
+    return resolve({}, {}, settings)
+
+
+def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
+    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
+    gru = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
+    assert gru["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
+    saved = json.loads((tmp_path / "runs" / gru["run_id"] / "result.json").read_text())
+    for key in ("model", "dataset", "protocol", "protocol_hash", "hyperparameters", "seed",
+                "metrics", "best_epoch", "train_seconds", "eval_seconds", "peak_rss_bytes",
+                "parameters", "hardware", "versions", "git_commit"):
+        assert key in saved, key
+    assert saved["protocol"] == "user-loo" and saved["parameters"] > 0
+    assert saved["metrics"]["valid"]["ndcg@10"] > 0
+    # checkpoints are plain data: they load with weights_only=True
+    state = torch.load(saved["checkpoint"], map_location="cpu", weights_only=True)
+    assert any(k.startswith("model.") for k in state["state_dict"])
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
+    full = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10,
+                           run_id="full"), progress=False)
+    execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1, patience=10,
+                    run_id="split"), progress=False)
+    resumed = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10,
+                              run_id="split", resume=True), progress=False)
+    assert resumed["epochs"] == full["epochs"] == 3
+    assert resumed["metrics"]["test"] == pytest.approx(full["metrics"]["test"], abs=1e-9)
+    assert resumed["metrics"]["valid"] == pytest.approx(full["metrics"]["valid"], abs=1e-9)
+
+
+def test_predict_round_trip(planted_dir, tmp_path):
+    result = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
+    runner = CliRunner()
+    out = runner.invoke(app, ["predict", "--run", result["run_dir"], "--history", "3,7,nope",
+                              "--k", "5"])
+    assert out.exit_code == 0, out.output
+    assert "nope" in out.output  # the unknown item is reported, not crashed on
+    from bench.training.predict import predict
+
+    top = predict(result["run_dir"], ["3", "7"], k=5)
+    assert len(top["items"]) == 5 and top["unknown"] == []
+    scores = [row["score"] for row in top["items"]]
+    assert scores == sorted(scores, reverse=True)
+    bad = runner.invoke(app, ["predict", "--run", result["run_dir"], "--history", "nope"])
+    assert bad.exit_code == 2 and "none of the history" in bad.output
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"model": "nosuch"}, "unknown model 'nosuch'"),
+        ({"bogus_key": 1}, "unknown key(s) bogus_key"),
+        ({"dropout": "high"}, "bad value for gru4rec.dropout"),
+        ({"lr": -1}, "bad value for lr"),
+        ({"monitor": "auc"}, "bad value for monitor"),
+    ],
+)
+def test_bad_configs_are_clear_errors(settings, message):
+    base = {"model": "gru4rec", "dataset": "ml-100k"}
+    with pytest.raises(ConfigError) as err:
+        resolve({}, settings, base) if "model" not in settings else resolve(
+            {}, {}, {**base, **settings})
+    assert message in str(err.value)
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(app, ["run", "--model", "gru4rec", "--dataset", "nosuch", "--no-wandb",
+                              "--results", str(tmp_path / "r.db")])
+    assert out.exit_code == 2
+    assert "unknown data set 'nosuch'" in out.output and "Traceback" not in out.output
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: [unclosed\n")
+    out = runner.invoke(app, ["run", "--model", "gru4rec", "--dataset", "ml-100k",
+                              "--config", str(config)])
+    assert out.exit_code == 2 and "not valid YAML" in out.output
