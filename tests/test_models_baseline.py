@@ -170,20 +170,33 @@ def random_world(seed: int, n_seq: int = 60, vocab: int = 25, n_items: int = 30)
     return sequences, histories, n_items
 
 
-def check_against_reference(name: str, overrides: dict, seed: int, max_pairs: int | None = None):
+# Execution paths that must agree: pairs grouped by sorting or in dense buffers, and a
+# tiny pair budget (many chunks, rows alone over budget, top-k by sorting, not padding).
+PATHS = [{"dense_ratio": 0.0}, {"dense_ratio": math.inf}, {"max_pairs": 7}]
+
+
+def check_against_reference(name: str, overrides: dict, seed: int):
     sequences, histories, n_items = random_world(seed)
     spec = DataSpec(n_items=n_items, has_time=True)
     model = create_model(name, spec, overrides).fit(to_train(sequences))
-    if max_pairs is not None:
-        model.max_pairs = max_pairs
-    got = model.scores(to_batch(histories, width=14))
-    assert got.shape == (len(histories), n_items + 1)
     want = torch.tensor(
         [naive_scores(name, model.config, sequences, h, n_items) for h in histories],
         dtype=torch.float64,
     )
     assert (want > 0).any(1).float().mean() > 0.4  # the check is not vacuous
-    torch.testing.assert_close(got[:, 1:].double(), want[:, 1:], rtol=1e-5, atol=1e-7)
+    batch = to_batch(histories, width=14)
+    for path in PATHS:
+        for attr, value in path.items():
+            setattr(model, attr, value)
+        got = model.scores(batch)
+        assert got.shape == (len(histories), n_items + 1)
+        torch.testing.assert_close(
+            got[:, 1:].double(),
+            want[:, 1:],
+            rtol=1e-5,
+            atol=1e-7,
+            msg=lambda m, path=path: f"{path}: {m}",
+        )
 
 
 # ----------------------------------------------------------------- kNN = reference
@@ -229,12 +242,6 @@ def test_vsknn_matches_reference(overrides, seed):
 )
 def test_stan_matches_reference(overrides, seed):
     check_against_reference("stan", overrides, seed)
-
-
-@pytest.mark.parametrize("name", ["sknn", "vsknn", "stan"])
-def test_chunked_scoring_matches_reference(name):
-    """A tiny pair budget forces many chunks (and histories alone over the budget)."""
-    check_against_reference(name, {"k": 4, "sample_size": 9}, seed=2, max_pairs=7)
 
 
 # ----------------------------------------------------------------- sampling and ties

@@ -41,13 +41,18 @@ from torch import Tensor
 from bench.models.base import Baseline, DataSpec, TrainSequences
 
 
+def take(values: Tensor, index: Tensor) -> Tensor:
+    """values[index] for 1-D tensors; index_select is several times faster on CPU."""
+    return values.index_select(0, index)
+
+
 def expand_ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     """Concatenate ranges [starts[i], starts[i] + counts[i]): (range id, index) per element."""
     total = int(counts.sum()) if counts.numel() else 0
     ids = torch.arange(counts.numel(), device=counts.device)
     owner = torch.repeat_interleave(ids, counts, output_size=total)
     shift = starts - (torch.cumsum(counts, 0) - counts)
-    return owner, torch.arange(total, device=counts.device) + shift[owner]
+    return owner, torch.arange(total, device=counts.device) + take(shift, owner)
 
 
 def budget_splits(counts: Tensor, budget: int) -> list[tuple[int, int]]:
@@ -67,12 +72,25 @@ def budget_splits(counts: Tensor, budget: int) -> list[tuple[int, int]]:
     return splits
 
 
-def group_starts(sorted_groups: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
-    """For entries sorted by group id: (rank of each entry within its group, group sizes)."""
-    sizes = torch.bincount(sorted_groups, minlength=n_groups)
+def rank_in_group(groups: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
+    """For entries sorted by group id: (rank of each entry within its group, group starts)."""
+    sizes = torch.bincount(groups, minlength=n_groups)
     starts = torch.cumsum(sizes, 0) - sizes
-    rank = torch.arange(sorted_groups.numel(), device=sorted_groups.device)
-    return rank - starts[sorted_groups], sizes
+    rank = torch.arange(groups.numel(), device=groups.device)
+    return rank - take(starts, groups), starts
+
+
+def top_k_in_rows(values: Tensor, k: int) -> Tensor:
+    """Mask of the k largest positive entries of each row; ties at the cut go to the
+    lower column (torch.topk leaves that choice open)."""
+    positive = values > 0
+    if values.size(1) <= k:
+        return positive
+    kth = values.topk(k, dim=1).values[:, -1:]
+    above = values > kth
+    tied = (values == kth) & positive
+    room = k - above.sum(1, keepdim=True)
+    return (above | (tied & (tied.cumsum(1) <= room))) & positive
 
 
 @dataclass
@@ -187,9 +205,10 @@ class Neighbours:
     sim: Tensor | None = None
 
     def select(self, index: Tensor) -> Neighbours:
-        return Neighbours(
-            **{k: v[index] if isinstance(v, Tensor) else v for k, v in self.__dict__.items()}
-        )
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).squeeze(1)
+        fields = self.__dict__.items()
+        return Neighbours(**{k: take(v, index) if v is not None else v for k, v in fields})
 
 
 class SessionKNN(Baseline):
@@ -200,7 +219,8 @@ class SessionKNN(Baseline):
 
     needs_qpos: ClassVar[bool] = False
     needs_spos: ClassVar[bool] = False
-    max_pairs: ClassVar[int] = 1 << 21  # expanded pairs per chunk (memory bound)
+    max_pairs: ClassVar[int] = 1 << 21  # expanded pairs (+ dense slots) per chunk
+    dense_ratio: ClassVar[float] = 4.0  # dense accumulators when slots <= ratio x pairs
 
     def __init__(self, config, spec: DataSpec) -> None:
         super().__init__(config, spec)
@@ -242,25 +262,32 @@ class SessionKNN(Baseline):
         if self.index is None:
             raise RuntimeError(f"{self.name}: call fit() before scores()")
         items = batch["items"]
-        device = items.device
+        rows, device = items.size(0), items.device
         index = self._on_device.get(device)
         if index is None:
             index = self._on_device[device] = self.index.to(device)
         n_items, cfg = self.spec.n_items, self.config
-        out = torch.zeros(items.size(0), n_items + 1, device=device)
+        out = torch.zeros(rows, n_items + 1, device=device)
         query = history_query(items, batch["lengths"], cfg.max_history, n_items)
         weights = self.query_weights(query)
-        counts = self._list_lengths(index, query, items.size(0))
-        row_pairs = torch.zeros(items.size(0), dtype=torch.long, device=device)
+        counts = self._list_lengths(index, query, rows)
+        row_pairs = torch.zeros(rows, dtype=torch.long, device=device)
         row_pairs.index_add_(0, query.row, counts)
-        q_end = torch.cumsum(torch.bincount(query.row, minlength=items.size(0)), 0)
-        for r0, r1 in budget_splits(row_pairs, self.max_pairs):
+        q_end = torch.cumsum(torch.bincount(query.row, minlength=rows), 0)
+        # Dense per-row accumulators over all sessions beat sorting the pairs when the
+        # histories touch a good share of the sessions (small or dense data sets).
+        slots = rows * index.n_sessions
+        dense = index.n_sessions <= self.max_pairs and slots <= self.dense_ratio * int(
+            row_pairs.sum()
+        )
+        cost = row_pairs + index.n_sessions if dense else row_pairs
+        for r0, r1 in budget_splits(cost, self.max_pairs):
             q0 = int(q_end[r0 - 1]) if r0 > 0 else 0
             q1 = int(q_end[r1 - 1])
             if int(row_pairs[r0:r1].sum()) > 0:
-                cand = self._candidates(index, query, weights, counts, q0, q1)
+                cand = self._candidates(index, query, weights, counts, (q0, q1), (r0, r1), dense)
                 cand.sim = self.similarity(cand, query, weights, index)
-                self._score(index, self._top_k(cand), query, out)
+                self._score(index, self._top_k(cand, r0, r1), query, out)
         if not cfg.remind:
             seen = torch.where((items >= 0) & (items <= n_items), items.long(), 0)
             out.scatter_(1, seen, 0.0)
@@ -269,7 +296,7 @@ class SessionKNN(Baseline):
     def _list_lengths(self, index: SessionIndex, query: Query, batch: int) -> Tensor:
         """How many entries of each query item's session list to expand (see module doc)."""
         offsets = index.item_offsets
-        counts = offsets[query.item + 1] - offsets[query.item]
+        counts = take(offsets, query.item + 1) - take(offsets, query.item)
         n = self.config.sample_size
         if n <= 0 or counts.numel() == 0:
             return counts
@@ -279,59 +306,93 @@ class SessionKNN(Baseline):
         nth[big] = index.item_sessions[offsets[query.item[big]] + n - 1]
         tau = torch.full((batch,), n_sessions, dtype=torch.long, device=counts.device)
         tau.scatter_reduce_(0, query.row, nth, "amin")
-        last = tau[query.row].clamp(max=n_sessions - 1)  # newest-first ids <= last are kept
+        last = take(tau, query.row).clamp(max=n_sessions - 1)  # ids <= last are kept
         keys = query.item * max(n_sessions, 1) + last
-        return torch.searchsorted(index.item_keys, keys, right=True) - offsets[query.item]
+        return torch.searchsorted(index.item_keys, keys, right=True) - take(offsets, query.item)
 
-    def _candidates(self, index, query, weights, counts, q0, q1) -> Neighbours:
+    def _candidates(self, index, query, weights, counts, q_range, r_range, dense) -> Neighbours:
+        """Candidate pairs of histories r0..r1 (query entries q0..q1), sorted by (row, session)."""
+        (q0, q1), (r0, r1) = q_range, r_range
         n_sessions = max(index.n_sessions, 1)
-        q_item, q_row = query.item[q0:q1], query.row[q0:q1]
-        owner, pos = expand_ranges(index.item_offsets[q_item], counts[q0:q1])
-        row0 = int(q_row[0])
-        keys = (q_row[owner] - row0) * n_sessions + index.item_sessions[pos]
-        keys, perm = torch.sort(keys, stable=True)
-        owner = owner[perm] + q0
-        groups, sizes = torch.unique_consecutive(keys, return_counts=True)
-        cand = Neighbours(
-            row=groups // n_sessions + row0,
-            session=groups % n_sessions,
-            n_shared=sizes.double(),
-            dot=torch.segment_reduce(weights[owner], "sum", lengths=sizes),
-        )
+        starts = take(index.item_offsets, query.item[q0:q1])
+        owner, pos = expand_ranges(starts, counts[q0:q1])
+        owner += q0
+        keys = (take(query.row, owner) - r0) * n_sessions + take(index.item_sessions, pos)
+        values = {"dot": take(weights, owner)}
         if self.needs_qpos:
-            cand.max_qpos = torch.segment_reduce(query.pos[owner].double(), "max", lengths=sizes)
+            values["max_qpos"] = take(query.pos, owner).double()
         if self.needs_spos:
-            spos = index.item_lastpos[pos[perm]].double()
-            cand.max_spos = torch.segment_reduce(spos, "max", lengths=sizes)
+            values["max_spos"] = take(index.item_lastpos, pos).double()
+        del owner, pos
+        group = self._group_dense if dense else self._group_sorted
+        cand = group(keys, values, (r1 - r0) * n_sessions)
+        local = torch.div(cand.session, n_sessions, rounding_mode="floor")
+        cand.row, cand.session = local + r0, cand.session - local * n_sessions
         n = self.config.sample_size
-        if n > 0:  # the n most recent candidates of each history (sessions are recency ranks)
-            rank, _ = group_starts(cand.row - row0, int(cand.row[-1]) - row0 + 1)
+        if 0 < n < n_sessions:  # the n most recent candidates of each history
+            rank, _ = rank_in_group(local, r1 - r0)
             cand = cand.select(rank < n)
         return cand
 
-    def _top_k(self, cand: Neighbours) -> Neighbours:
-        """The k most similar positive candidates per history; ties go to the more recent."""
-        cand = cand.select(cand.sim > 0)
-        if cand.row.numel() == 0:
-            return cand
-        order = torch.sort(cand.sim, descending=True, stable=True).indices
-        order = order[torch.sort(cand.row[order], stable=True).indices]
-        cand = cand.select(order)
-        row0 = int(cand.row[0])
-        rank, _ = group_starts(cand.row - row0, int(cand.row[-1]) - row0 + 1)
-        return cand.select(rank < self.config.k)
+    @staticmethod
+    def _group_sorted(keys: Tensor, values: dict[str, Tensor], width: int) -> Neighbours:
+        """Aggregate pairs by key through a sort; `session` holds the key for now."""
+        keys = keys.int() if width < 2**31 else keys  # int32 sorts faster
+        keys, perm = torch.sort(keys, stable=True)  # stable: sums run in item order
+        keys = keys.long()
+        groups, sizes = torch.unique_consecutive(keys, return_counts=True)
+        agg = {
+            name: torch.segment_reduce(
+                take(value, perm), "sum" if name == "dot" else "max", lengths=sizes
+            )
+            for name, value in values.items()
+        }
+        return Neighbours(row=groups, session=groups, n_shared=sizes.double(), **agg)
+
+    @staticmethod
+    def _group_dense(keys: Tensor, values: dict[str, Tensor], width: int) -> Neighbours:
+        """Aggregate pairs by key in dense buffers of `width` slots; `session` holds the key."""
+        count = torch.bincount(keys, minlength=width)
+        groups = torch.nonzero(count).squeeze(1)
+        agg = {}
+        for name, value in values.items():
+            if name == "dot":
+                buffer = torch.bincount(keys, weights=value, minlength=width)
+            else:  # positions are >= 1, so 0 is a neutral start for the maximum
+                buffer = torch.zeros(width, dtype=value.dtype, device=value.device)
+                buffer.scatter_reduce_(0, keys, value, "amax")
+            agg[name] = take(buffer, groups)
+        n_shared = take(count, groups).double()
+        return Neighbours(row=groups, session=groups, n_shared=n_shared, **agg)
+
+    def _top_k(self, cand: Neighbours, r0: int, r1: int) -> Neighbours:
+        """The k most similar positive candidates per history; ties go to the more recent
+        (candidates are sorted by row, then session = recency rank)."""
+        local = cand.row - r0
+        rank, starts = rank_in_group(local, r1 - r0)
+        width = int(rank.max()) + 1 if rank.numel() else 0
+        if (r1 - r0) * width > max(self.max_pairs, 2 * rank.numel()):  # too ragged to pad
+            order = torch.sort(cand.sim, descending=True, stable=True).indices
+            order = take(order, torch.sort(take(local, order), stable=True).indices)
+            cand = cand.select(order)
+            rank, _ = rank_in_group(cand.row - r0, r1 - r0)
+            return cand.select((rank < self.config.k) & (cand.sim > 0))
+        padded = torch.zeros(r1 - r0, width, dtype=cand.sim.dtype, device=cand.sim.device)
+        padded[local, rank] = cand.sim
+        chosen = torch.nonzero(top_k_in_rows(padded, self.config.k))
+        return cand.select(take(starts, chosen[:, 0]) + chosen[:, 1])
 
     def _score(self, index: SessionIndex, nb: Neighbours, query: Query, out: Tensor) -> None:
         weight = self.neighbour_weight(nb, query)
-        sizes = index.sess_size[nb.session]
-        starts = index.sess_offsets[nb.session]
+        sizes = take(index.sess_size, nb.session)
+        starts = take(index.sess_offsets, nb.session)
         flat = out.view(-1)
         for lo, hi in budget_splits(sizes, self.max_pairs):
             owner, pos = expand_ranges(starts[lo:hi], sizes[lo:hi])
-            owner = owner + lo
-            item = index.sess_items[pos]
-            value = weight[owner]
-            factor = self.item_factor(nb, owner, item, index.sess_lastpos[pos])
+            owner += lo
+            item = take(index.sess_items, pos)
+            value = take(weight, owner)
+            factor = self.item_factor(nb, owner, item, take(index.sess_lastpos, pos))
             if factor is not None:
                 value = value * factor
-            flat.index_add_(0, nb.row[owner] * out.size(1) + item, value.to(out.dtype))
+            flat.index_add_(0, take(nb.row, owner) * out.size(1) + item, value.to(out.dtype))

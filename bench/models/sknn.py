@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN
+from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN, take
 from bench.models.registry import register_model
 
 
@@ -44,8 +44,8 @@ class SKNN(SessionKNN):
     def similarity(
         self, cand: Neighbours, query: Query, weights: torch.Tensor, index: SessionIndex
     ) -> torch.Tensor:
-        mine = query.n_distinct[cand.row].double()
-        theirs = index.sess_size[cand.session].double()
+        mine = take(query.n_distinct, cand.row).double()
+        theirs = take(index.sess_size, cand.session).double()
         if self.config.similarity == "jaccard":
             return cand.n_shared / (mine + theirs - cand.n_shared)
         return cand.n_shared / torch.sqrt(mine * theirs)

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from bench.models.base import TrainSequences
-from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN
+from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN, take
 from bench.models.registry import register_model
 
 DAY = 24 * 3600
@@ -66,13 +66,13 @@ class STAN(SessionKNN):
     ) -> torch.Tensor:
         norm = torch.zeros(query.length.numel(), dtype=torch.float64, device=weights.device)
         norm.index_add_(0, query.row, weights**2)
-        size = index.sess_size[cand.session].double()
-        age = (self.now - index.sess_time[cand.session]).double()
+        size = take(index.sess_size, cand.session).double()
+        age = (self.now - take(index.sess_time, cand.session)).double()
         decay = torch.exp(-age / (self.config.lambda_snh * DAY))
-        return cand.dot / torch.sqrt(norm[cand.row] * size) * decay
+        return cand.dot / torch.sqrt(take(norm, cand.row) * size) * decay
 
     def item_factor(self, nb: Neighbours, owner, item, lastpos) -> torch.Tensor:
-        gap = (lastpos.double() - nb.max_spos[owner]).abs()
+        gap = (lastpos.double() - take(nb.max_spos, owner)).abs()
         return torch.exp(-gap / self.config.lambda_inh)
 
     @staticmethod

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from bench.models.base import TrainSequences
-from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN
+from bench.models.knn import Neighbours, Query, SessionIndex, SessionKNN, take
 from bench.models.registry import register_model
 
 Decay = Literal["div", "quadratic", "log", "same"]
@@ -92,12 +92,12 @@ class VSKNN(SessionKNN):
         if self.config.similarity == "cosine":
             norm = torch.zeros(query.length.numel(), dtype=torch.float64, device=weights.device)
             norm.index_add_(0, query.row, weights**2)
-            size = index.sess_size[cand.session].double()
-            return cand.dot / torch.sqrt(norm[cand.row] * size)
-        return cand.dot / query.n_distinct[cand.row].double()
+            size = take(index.sess_size, cand.session).double()
+            return cand.dot / torch.sqrt(take(norm, cand.row) * size)
+        return cand.dot / take(query.n_distinct, cand.row).double()
 
     def neighbour_weight(self, nb: Neighbours, query: Query) -> torch.Tensor:
-        step = query.length[nb.row].double() - nb.max_qpos + 1
+        step = take(query.length, nb.row).double() - nb.max_qpos + 1
         return nb.sim * step_decay(self.config.weighting_score, step)
 
     def item_factor(self, nb: Neighbours, owner, item, lastpos):
@@ -105,7 +105,7 @@ class VSKNN(SessionKNN):
             return None
         if self.idf.device != item.device:
             self.idf = self.idf.to(item.device)
-        return 1.0 + self.config.idf_weighting * self.idf[item]
+        return 1.0 + self.config.idf_weighting * take(self.idf, item)
 
     @staticmethod
     def search_space(trial) -> dict:
