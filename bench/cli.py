@@ -366,7 +366,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
     names = [
         m
         for m in ("hr@10", "ndcg@10", "mrr@20", "hr@20", "ndcg@20", "hr@50")
-        if m in metrics["test"]
+        if m in next(iter(metrics.values()))
     ]
     for name in names:
         table.add_column(name, justify="right")
@@ -492,6 +492,41 @@ def predict_cmd(
     for row in out["items"]:
         table.add_row(str(row["rank"]), escape(str(row["item"])), f"{row['score']:.4f}")
     Console().print(table)
+
+
+@app.command(
+    "evaluate",
+    epilog="Example: [bold]bench evaluate --run runs/gru4rec-ml-100k-... --devices 2 "
+    "--strategy ddp --accelerator cpu[/]",
+)
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
+    split: Annotated[str, typer.Option("--split", help="test or valid.")] = "test",
+    devices: Annotated[str, typer.Option("--devices", help="Processes / devices.")] = "1",
+    strategy: Annotated[str, typer.Option("--strategy", help="e.g. ddp.")] = "auto",
+    accelerator: Annotated[str, typer.Option("--accelerator", help="cpu or gpu.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a finished run's best checkpoint again (e.g. on several processes)."""
+    import json
+
+    from bench.training.run import evaluate_run, is_launched_rank
+
+    if split not in ("test", "valid"):
+        raise ConfigError(f"unknown split {split!r}", option="--split", hint="test or valid")
+    metrics = evaluate_run(
+        run_dir,
+        devices=int(devices) if devices.isdigit() else devices,
+        strategy=strategy,
+        accelerator=accelerator,
+        split=split,
+    )
+    if is_launched_rank():
+        return
+    if as_json:
+        typer.echo(json.dumps(metrics))
+    else:
+        _print_metrics(str(run_dir), {split: metrics})
 
 
 # ---------------------------------------------------------------- sweeps, boards

@@ -29,9 +29,15 @@ def planted_dir(tmp_path_factory):
 
 def _config(planted_dir, tmp_path, model, **extra):
     settings = {
-        "model": model, "dataset": "custom", "data_dir": str(planted_dir),
-        "cache_dir": str(planted_dir / "cache"), "runs_dir": str(tmp_path / "runs"),
-        "max_epochs": 3, "batch_size": 128, "eval_batch_size": 256, "threads": 1,
+        "model": model,
+        "dataset": "custom",
+        "data_dir": str(planted_dir),
+        "cache_dir": str(planted_dir / "cache"),
+        "runs_dir": str(tmp_path / "runs"),
+        "max_epochs": 3,
+        "batch_size": 128,
+        "eval_batch_size": 256,
+        "threads": 1,
         "adapter_options": {"path": "planted.txt", "format": "sequences"},
     }
     settings.update(extra)
@@ -43,9 +49,23 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
     gru = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
     assert gru["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
     saved = json.loads((tmp_path / "runs" / gru["run_id"] / "result.json").read_text())
-    for key in ("model", "dataset", "protocol", "protocol_hash", "hyperparameters", "seed",
-                "metrics", "best_epoch", "train_seconds", "eval_seconds", "peak_rss_bytes",
-                "parameters", "hardware", "versions", "git_commit"):
+    for key in (
+        "model",
+        "dataset",
+        "protocol",
+        "protocol_hash",
+        "hyperparameters",
+        "seed",
+        "metrics",
+        "best_epoch",
+        "train_seconds",
+        "eval_seconds",
+        "peak_rss_bytes",
+        "parameters",
+        "hardware",
+        "versions",
+        "git_commit",
+    ):
         assert key in saved, key
     assert saved["protocol"] == "user-loo" and saved["parameters"] > 0
     assert saved["metrics"]["valid"]["ndcg@10"] > 0
@@ -55,12 +75,20 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
-    full = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10,
-                           run_id="full"), progress=False)
-    execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1, patience=10,
-                    run_id="split"), progress=False)
-    resumed = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10,
-                              run_id="split", resume=True), progress=False)
+    full = execute(
+        _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),
+        progress=False,
+    )
+    execute(
+        _config(planted_dir, tmp_path, "gru4rec", max_epochs=1, patience=10, run_id="split"),
+        progress=False,
+    )
+    resumed = execute(
+        _config(
+            planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="split", resume=True
+        ),
+        progress=False,
+    )
     assert resumed["epochs"] == full["epochs"] == 3
     assert resumed["metrics"]["test"] == pytest.approx(full["metrics"]["test"], abs=1e-9)
     assert resumed["metrics"]["valid"] == pytest.approx(full["metrics"]["valid"], abs=1e-9)
@@ -69,8 +97,9 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_p
 def test_predict_round_trip(planted_dir, tmp_path):
     result = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
     runner = CliRunner()
-    out = runner.invoke(app, ["predict", "--run", result["run_dir"], "--history", "3,7,nope",
-                              "--k", "5"])
+    out = runner.invoke(
+        app, ["predict", "--run", result["run_dir"], "--history", "3,7,nope", "--k", "5"]
+    )
     assert out.exit_code == 0, out.output
     assert "nope" in out.output  # the unknown item is reported, not crashed on
     from bench.training.predict import predict
@@ -97,18 +126,69 @@ def test_bad_configs_are_clear_errors(settings, message):
     base = {"model": "gru4rec", "dataset": "ml-100k"}
     with pytest.raises(ConfigError) as err:
         resolve({}, settings, base) if "model" not in settings else resolve(
-            {}, {}, {**base, **settings})
+            {}, {}, {**base, **settings}
+        )
     assert message in str(err.value)
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path):
     runner = CliRunner()
-    out = runner.invoke(app, ["run", "--model", "gru4rec", "--dataset", "nosuch", "--no-wandb",
-                              "--results", str(tmp_path / "r.db")])
+    out = runner.invoke(
+        app,
+        [
+            "run",
+            "--model",
+            "gru4rec",
+            "--dataset",
+            "nosuch",
+            "--no-wandb",
+            "--results",
+            str(tmp_path / "r.db"),
+        ],
+    )
     assert out.exit_code == 2
     assert "unknown data set 'nosuch'" in out.output and "Traceback" not in out.output
     config = tmp_path / "c.yaml"
     config.write_text("lr: [unclosed\n")
-    out = runner.invoke(app, ["run", "--model", "gru4rec", "--dataset", "ml-100k",
-                              "--config", str(config)])
+    out = runner.invoke(
+        app, ["run", "--model", "gru4rec", "--dataset", "ml-100k", "--config", str(config)]
+    )
     assert out.exit_code == 2 and "not valid YAML" in out.output
+
+
+def test_ddp_with_two_cpu_processes_gives_the_same_test_metrics(planted_dir, tmp_path):
+    """Two gloo processes each rank a shard; gathered sums equal one process's metrics."""
+    import os
+    import subprocess
+    import sys
+
+    result = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1), progress=False)
+    from pathlib import Path
+
+    bench = str(Path(sys.executable).parent / "bench")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [
+            bench,
+            "evaluate",
+            "--run",
+            result["run_dir"],
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ddp = json.loads(out.stdout.strip().splitlines()[-1])
+    single = result["metrics"]["test"]
+    assert set(ddp) == set(single)
+    for name, value in single.items():
+        assert ddp[name] == pytest.approx(value, abs=1e-12), name

@@ -17,8 +17,9 @@ from bench.models.registry import create_model
 from bench.training.config import RunConfig
 
 
-def load_run(run_dir: str | Path):
-    """(model ready for scoring, items table, max_len) of a finished run."""
+def load_run(run_dir: str | Path, with_data: bool = False):
+    """(model ready for scoring, items table, max_len) of a finished run; with `with_data`
+    also its DataModule, RunConfig and result."""
     run_dir = Path(run_dir)
     result_file = run_dir / "result.json"
     if not result_file.exists():
@@ -30,7 +31,13 @@ def load_run(run_dir: str | Path):
         )
     result = json.loads(result_file.read_text())
     config = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
-    data = SequenceDataModule(result["artifact"], max_len=config.max_len, seed=config.seed)
+    data = SequenceDataModule(
+        result["artifact"],
+        batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        max_len=config.max_len,
+        seed=config.seed,
+    )
     model = create_model(config.model, data.spec(), config.params)
     if model.neural:
         state = torch.load(result["checkpoint"], map_location="cpu", weights_only=True)
@@ -44,6 +51,8 @@ def load_run(run_dir: str | Path):
     else:
         model.fit(data.train_sequences())
     items = pl.read_parquet(Path(result["artifact"]) / "items.parquet")
+    if with_data:
+        return model, items, data.spec().max_len, data, config, result
     return model, items, data.spec().max_len
 
 

@@ -46,6 +46,11 @@ def run_id_for(config: RunConfig, protocol: str) -> str:
     return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
 
 
+def is_launched_rank() -> bool:
+    """True in the extra processes a DDP launcher starts (they re-run the same command)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -76,10 +81,11 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     run_id = config.run_id or run_id_for(config, protocol)
     run_dir = Path(config.runs_dir) / run_id
     ckpt_dir = run_dir / "checkpoints"
-    if run_dir.exists() and not config.resume:
-        shutil.rmtree(run_dir)  # same id = same configuration: a fresh run replaces it
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
+    if not is_launched_rank():
+        if run_dir.exists() and not config.resume:
+            shutil.rmtree(run_dir)  # same id = same configuration: a fresh run replaces it
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
 
     data = SequenceDataModule(
         artifact,
@@ -138,6 +144,9 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         git_commit=git_commit(),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    result["is_global_zero"] = not is_launched_rank()
+    if not result["is_global_zero"]:
+        return result
     tmp = run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, default=str))
     os.replace(tmp, run_dir / "result.json")
@@ -245,3 +254,40 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         "checkpoint": best,
         "world_size": trainer.world_size,
     }
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    devices: int | str = 1,
+    strategy: str = "auto",
+    accelerator: str = "cpu",
+    split: str = "test",
+) -> dict:
+    """Metrics of a finished run's best checkpoint, on any number of processes.
+
+    Under several processes each rank ranks its shard and the metric sums are gathered,
+    so the numbers equal a one-process evaluation.
+    """
+    import lightning as L
+
+    from bench.training.module import SequenceTask
+    from bench.training.predict import load_run
+
+    model, _, _, data, config, result = load_run(run_dir, with_data=True)
+    if not model.neural:
+        return evaluate(model, data.split_dataloader(split), exclude_history=config.exclude_history)
+    task = SequenceTask(model, loss=config.loss, exclude_history=config.exclude_history)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    run = trainer.test if split == "test" else trainer.validate
+    values = run(task, datamodule=data, ckpt_path=result["checkpoint"], verbose=False)[0]
+    prefix = "test/" if split == "test" else "val/"
+    return {k.removeprefix(prefix): float(v) for k, v in values.items()}
