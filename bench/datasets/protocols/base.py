@@ -326,7 +326,8 @@ def index_lookup(values: pl.Series, keys: pl.Series) -> pl.Series:
         if lo >= 0 and hi < 4 * (n + len(keys)) + 1_000_000:
             table = np.zeros(int(hi) + 1, dtype=np.uint32)
             table[keys.to_numpy()] = np.arange(1, len(keys) + 1, dtype=np.uint32)
-            found = pl.Series(values.name, table[values.to_numpy()])
+            # a Polars gather takes UInt32 indices as they are (NumPy would widen them)
+            found = pl.Series(values.name, table).gather(values.cast(pl.UInt32))
             return found.set(found == 0, None) if (found == 0).any() else found
     keyed = pl.DataFrame({"k": keys.cast(values.dtype)}).with_row_index("i", offset=1)
     out = values.to_frame("k").join(keyed, on="k", how="left", maintain_order="left")
@@ -339,12 +340,7 @@ def raw_text(series: pl.Series) -> pl.Series:
 
 def category_vocab(raw: pl.Series) -> pl.Series:
     """Sorted distinct non-null raw categories: index = position + 1, 0 = unknown."""
-    raw = raw.drop_nulls()
-    if raw.dtype.is_integer() and raw.len():
-        arr = raw.to_numpy()
-        if arr.min() >= 0 and arr.max() < 4 * len(arr) + 2**24:
-            return pl.Series(raw.name, np.flatnonzero(np.bincount(arr))).cast(raw.dtype)
-    return raw.unique().sort()
+    return raw.drop_nulls().unique().sort()  # hash-based: categories are few
 
 
 def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
@@ -364,21 +360,27 @@ def item_table(
     row?). An item's `train_count` is its training rows; its category that of its first
     training row (its first row at all, for an item with none: user-loo's vocabulary).
     """
-    idx = index.to_numpy().astype(np.int64)
-    n, size = len(idx), len(vocab) + 1
-    rows = np.arange(n, dtype=np.int64)
-    counts = np.bincount(idx[train], minlength=size)[1:]
-    first = np.full(size, n, dtype=np.int64)
-    np.minimum.at(first, idx[train], rows[train])
-    if (first[1:] == n).any():
-        anywhere = np.full(size, n, dtype=np.int64)
-        np.minimum.at(anywhere, idx, rows)
-        first = np.where(first == n, anywhere, first)
-    first = first[1:]
-    seen = first < n
+    size = len(vocab) + 1
+    train_mask = pl.Series(train)
+    index = index.fill_null(0)
+    counts = np.bincount(index.filter(train_mask).to_numpy(), minlength=size)[1:]
+    # the first training row of each item (hash-based: a few bytes a row, not an argsort);
+    # rows with index 0 (not in the vocabulary) fall into slot 0, which is dropped
+    rows = pl.DataFrame({"index": index, "category": category})
+    picks = rows.filter(train_mask).filter(pl.col("index").is_first_distinct())
+    slot = np.full(size, -1, dtype=np.int64)
+    slot[picks["index"].to_numpy()] = np.arange(picks.height)
+    if (slot[1:] < 0).any():  # items without a training row: their first row at all
+        extra = rows.filter(pl.col("index").is_first_distinct())
+        extra = extra.filter(pl.Series(slot[extra["index"].to_numpy()] < 0))
+        slot[extra["index"].to_numpy()] = np.arange(picks.height, picks.height + extra.height)
+        picks = pl.concat([picks, extra])
+    del rows
+    slot = slot[1:]
+    seen = slot >= 0
     raw_category = pl.Series("category", [None] * len(vocab), dtype=category.dtype)
     if seen.any():
-        picked = category.gather(first[seen])
+        picked = picks["category"].gather(slot[seen])
         raw_category = raw_category.scatter(np.flatnonzero(seen), picked)
     items = pl.DataFrame(
         {
@@ -455,13 +457,14 @@ def pointers(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = np.ones(n, dtype=bool)
     if n > 1:
         np.not_equal(seq[1:], seq[:-1], out=first[1:])
-    rows = np.arange(n, dtype=np.uint32 if n < 2**32 else np.uint64)
-    start = np.maximum.accumulate(np.where(first, rows, 0).astype(rows.dtype))
+    start = np.arange(n, dtype=np.uint32 if n < 2**32 else np.uint64)
+    start[~first] = 0
+    np.maximum.accumulate(start, out=start)
     return first, start
 
 
 def examples_from(mask: np.ndarray, start: np.ndarray) -> pl.DataFrame:
-    pos = np.flatnonzero(mask).astype(np.uint64)
+    pos = np.flatnonzero(mask).view(np.uint64)  # int64 rows, never negative
     return pl.DataFrame({"pos": pos, "start": start[pos].astype(np.uint64)})
 
 
@@ -497,49 +500,56 @@ def require_examples(
 
 
 def n_distinct(values: np.ndarray) -> int:
-    """Distinct count: a bincount for small non-negative ints, else a hash."""
+    """Distinct count: a presence table for small non-negative ints, else a hash."""
     if len(values) == 0:
         return 0
     if values.dtype.kind in "ui" and values.min() >= 0 and values.max() < 4 * len(values) + 2**24:
-        return int(np.count_nonzero(np.bincount(values)))
+        seen = np.zeros(int(values.max()) + 1, dtype=bool)
+        seen[values] = True
+        return int(np.count_nonzero(seen))
     return pl.Series(values).n_unique()
 
 
 def split_counts(
     events: pl.DataFrame, examples: dict[str, pl.DataFrame], n_categories: int
 ) -> dict[str, Any]:
-    """Per split: examples, sequences, events, items, categories, target items; and totals."""
+    """Per split: examples, sequences, events, items, categories, target items; and totals.
+
+    Presence tables and per-split subsets keep the temporary memory to a few bytes a row.
+    """
     from bench.datasets.schema import BEHAVIORS
 
     seq = events["seq"].to_numpy()
-    item = events["item"].to_numpy().astype(np.int64)
-    category = events["category"].to_numpy().astype(np.int64)
-    split = events["split"].to_numpy().astype(np.int64)
-    n_items = int(item.max()) + 1 if len(item) else 1
-    n_cats = int(category.max()) + 1 if len(category) else 1
-    # distinct (split, item) and (split, category) pairs in one bincount each
-    items_in = np.bincount(split * n_items + item, minlength=3 * n_items).reshape(3, n_items)
-    cats_in = np.bincount(split * n_cats + category, minlength=3 * n_cats).reshape(3, n_cats)
-    events_in = np.bincount(split, minlength=3)
+    item = events["item"].to_numpy()
+    category = events["category"].to_numpy()
+    split = events["split"].to_numpy()
+    all_items = np.zeros(int(item.max()) + 1 if len(item) else 1, dtype=bool)
     counts: dict[str, Any] = {}
     for code, name in enumerate(SPLITS):
         pos = examples[name]["pos"].to_numpy()
+        part = split == code
+        part_items = item[part]
+        all_items[part_items] = True
+        cats = category[part]
         counts[name] = {
             "examples": len(pos),
             "sequences": n_distinct(seq[pos]),
-            "events": int(events_in[code]),
-            "items": int(np.count_nonzero(items_in[code])),
-            "categories": int(np.count_nonzero(cats_in[code, 1:])),
+            "events": int(np.count_nonzero(part)),
+            "items": n_distinct(part_items),
+            "categories": n_distinct(cats[cats > 0]),
             "target_items": n_distinct(item[pos]),
         }
+        del part, part_items, cats
     counts["total"] = {
         "events": len(seq),
         "sequences": int(seq.max()) + 1 if len(seq) else 0,
-        "items": int(np.count_nonzero(items_in.sum(axis=0))),
+        "items": int(np.count_nonzero(all_items)),
         "categories": n_categories,
     }
-    per_behavior = np.bincount(events["behavior"].to_numpy(), minlength=len(BEHAVIORS) + 1)
-    counts["behaviors"] = {b: int(per_behavior[i + 1]) for i, b in enumerate(BEHAVIORS)}
+    behavior = events["behavior"].to_numpy()
+    counts["behaviors"] = {
+        b: int(np.count_nonzero(behavior == i + 1)) for i, b in enumerate(BEHAVIORS)
+    }
     return counts
 
 

@@ -156,8 +156,13 @@ class UserTime(Protocol):
         index = index_lookup(df["item"], vocab)
         unseen = index.is_null().to_numpy()
         buy = df["behavior"].to_numpy() == 4
-        # rows per (split, unseen, buy): 12 cells
-        cells = np.bincount(split_np * 4 + unseen * 2 + buy, minlength=12).reshape(3, 2, 2)
+        cells = np.zeros((3, 2, 2), dtype=np.int64)  # rows per (split, unseen, buy)
+        for code in (TRAIN, VALID, TEST):
+            part = split_np == code
+            for gone in (0, 1):
+                cell = part & (unseen if gone else ~unseen)
+                cells[code, gone, 1] = np.count_nonzero(cell & buy)
+                cells[code, gone, 0] = np.count_nonzero(cell) - cells[code, gone, 1]
         count_drop(drops, "item_support_below_min_in_train", cells[TRAIN, 1].sum())
         count_drop(drops, "item_unseen_in_train", cells[VALID:, 1].sum())
         drop_fraction = {}
