@@ -593,3 +593,73 @@ def test_session_time_on_diginetica_matches_plain_python(cache):
     assert [art.meta["counts"][s]["examples"] for s in ("train", "valid", "test")] == [
         len(examples[c]) for c in range(3)
     ]
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def test_split_counts_are_exact_on_a_tiny_table():
+    from bench.datasets.protocols.base import split_counts
+
+    events = pl.DataFrame(
+        {
+            "seq": [0, 0, 0, 1, 1, 2, 2],
+            "item": [1, 2, 1, 3, 2, 2, 4],
+            "behavior": [1, 1, 4, 1, 3, 1, 1],
+            "category": [1, 0, 1, 2, 0, 0, 3],
+            "ts": [0] * 7,
+            "split": [0, 0, 1, 0, 2, 0, 2],
+        }
+    )
+    examples = {
+        "train": pl.DataFrame({"pos": [1], "start": [0]}),
+        "valid": pl.DataFrame({"pos": [2], "start": [0]}),
+        "test": pl.DataFrame({"pos": [4, 6], "start": [3, 5]}),
+    }
+    counts = split_counts(events, examples, n_categories=3)
+    assert counts["train"] == {
+        "examples": 1, "sequences": 1, "events": 4, "items": 3, "categories": 2,
+        "target_items": 1,
+    }  # fmt: skip
+    assert counts["test"] == {
+        "examples": 2, "sequences": 2, "events": 2, "items": 2, "categories": 1,
+        "target_items": 2,
+    }  # fmt: skip
+    assert counts["total"] == {"events": 7, "sequences": 3, "items": 4, "categories": 3}
+    assert counts["behaviors"] == {"pv": 5, "fav": 0, "cart": 1, "buy": 1}
+
+
+def test_sequences_follow_first_appearance_whether_or_not_the_file_is_grouped():
+    from bench.datasets.protocols.base import order_sequences
+
+    grouped = pl.DataFrame({"key": [5, 5, 2, 2, 9], "ts": [1, 2, 1, 1, 0], "n": range(5)})
+    assert order_sequences(grouped)["n"].to_list() == [0, 1, 2, 3, 4]  # returned as is
+    mixed = pl.DataFrame({"key": [5, 2, 5, 9, 2], "ts": [2, 1, 1, 0, 1], "n": range(5)})
+    assert order_sequences(mixed)["n"].to_list() == [2, 0, 1, 4, 3]
+    assert order_sequences(mixed, by_time=False)["n"].to_list() == [0, 2, 1, 4, 3]
+
+
+def test_string_ids_are_remapped_through_the_hash_path():
+    rows = [("u1", "b", "x", "pv", 0), ("u1", "a", "y", "pv", 60), ("u1", "b", "x", "cart", D + 1)]
+    rows += [
+        ("u1", "a", "z", "pv", 2 * D + 1),
+        ("u2", "c", None, "pv", 5),
+        ("u2", "a", "y", "pv", 6),
+    ]
+    df = pl.DataFrame(
+        rows, schema=["user_id", "item_id", "category_id", "behavior", "ts"], orient="row"
+    )
+    frame = df.lazy().select(
+        "user_id",
+        pl.lit(None, dtype=pl.String).alias("session_id"),
+        "item_id",
+        "category_id",
+        pl.col("behavior").cast(Behavior),
+        (pl.col("ts") * 1000).cast(TIMESTAMP),
+    )
+    proto = get_protocol("user-time")
+    b = proto.build(frame, proto.resolve({"min_item_support": 1}), DataInfo("strings"))
+    assert b.items["raw_item"].to_list() == ["a", "b", "c"]
+    assert b.categories["raw_category"].to_list() == ["x", "y"]
+    assert b.events["item"].to_list() == [2, 1, 2, 1, 3, 1]
+    assert b.events["category"].to_list() == [1, 2, 1, 0, 0, 2]  # z: only in test
