@@ -347,6 +347,33 @@ def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
     return index_lookup(values, vocab).fill_null(0)
 
 
+CHUNK_ROWS = 1 << 23  # rows per NumPy chunk: bounds the temporary index copies
+
+
+def chunked_bincount(values: np.ndarray, size: int, mask: np.ndarray | None) -> np.ndarray:
+    """np.bincount(values[mask], minlength=size), in chunks (bincount widens to int64)."""
+    out = np.zeros(size, dtype=np.int64)
+    for lo in range(0, len(values), CHUNK_ROWS):
+        part = values[lo : lo + CHUNK_ROWS]
+        if mask is not None:
+            part = part[mask[lo : lo + CHUNK_ROWS]]
+        out += np.bincount(part, minlength=size)[:size]
+    return out
+
+
+def first_rows(values: np.ndarray, size: int, mask: np.ndarray | None) -> np.ndarray:
+    """For each value in 0..size-1, the first row holding it (among `mask` rows), else -1."""
+    n = len(values)
+    first = np.full(size, n, dtype=np.int64)
+    for lo in range(0, n, CHUNK_ROWS):
+        rows = np.arange(lo, min(n, lo + CHUNK_ROWS), dtype=np.int64)
+        if mask is not None:
+            rows = rows[mask[lo : lo + CHUNK_ROWS]]
+        np.minimum.at(first, values[rows], rows)
+    first[first == n] = -1
+    return first
+
+
 def item_table(
     vocab: pl.Series,
     index: pl.Series,
@@ -361,26 +388,17 @@ def item_table(
     training row (its first row at all, for an item with none: user-loo's vocabulary).
     """
     size = len(vocab) + 1
-    train_mask = pl.Series(train)
-    index = index.fill_null(0)
-    counts = np.bincount(index.filter(train_mask).to_numpy(), minlength=size)[1:]
-    # the first training row of each item (hash-based: a few bytes a row, not an argsort);
-    # rows with index 0 (not in the vocabulary) fall into slot 0, which is dropped
-    rows = pl.DataFrame({"index": index, "category": category})
-    picks = rows.filter(train_mask).filter(pl.col("index").is_first_distinct())
-    slot = np.full(size, -1, dtype=np.int64)
-    slot[picks["index"].to_numpy()] = np.arange(picks.height)
-    if (slot[1:] < 0).any():  # items without a training row: their first row at all
-        extra = rows.filter(pl.col("index").is_first_distinct())
-        extra = extra.filter(pl.Series(slot[extra["index"].to_numpy()] < 0))
-        slot[extra["index"].to_numpy()] = np.arange(picks.height, picks.height + extra.height)
-        picks = pl.concat([picks, extra])
-    del rows
-    slot = slot[1:]
-    seen = slot >= 0
+    idx = index.fill_null(0).to_numpy()  # 0: not in the vocabulary; its slot is dropped
+    counts = chunked_bincount(idx, size, train)[1:]
+    first = first_rows(idx, size, train)
+    if (first[1:] < 0).any():  # items without a training row: their first row at all
+        anywhere = first_rows(idx, size, None)
+        first = np.where(first < 0, anywhere, first)
+    first = first[1:]
+    seen = first >= 0
     raw_category = pl.Series("category", [None] * len(vocab), dtype=category.dtype)
     if seen.any():
-        picked = picks["category"].gather(slot[seen])
+        picked = category.gather(first[seen])
         raw_category = raw_category.scatter(np.flatnonzero(seen), picked)
     items = pl.DataFrame(
         {
@@ -437,16 +455,19 @@ def n_distinct_series(values: pl.Series) -> int:
     return values.n_unique()
 
 
-def support(items: pl.Series) -> pl.DataFrame:
-    """(item, len): how often each raw item occurs; a bincount for small non-negative ints."""
+def support(items: pl.Series, mask: np.ndarray | None = None) -> pl.DataFrame:
+    """(item, len): how often each raw item occurs (in `mask` rows); a chunked bincount for
+    small non-negative ints, else a hash group-by."""
     if items.dtype.is_integer() and items.len():
         arr = items.to_numpy()
         if arr.min() >= 0 and arr.max() < 4 * len(arr) + 2**24:
-            counts = np.bincount(arr)
+            counts = chunked_bincount(arr, int(arr.max()) + 1, mask)
             ids = np.flatnonzero(counts)
             return pl.DataFrame(
                 {"item": pl.Series(ids).cast(items.dtype), "len": counts[ids].astype(np.uint32)}
             )
+    if mask is not None:
+        items = items.filter(pl.Series(mask))
     return items.alias("item").to_frame().group_by("item").len()
 
 

@@ -138,7 +138,7 @@ class UserTime(Protocol):
         )
         df = df.with_columns(split=split)
         split_np = df["split"].to_numpy()
-        counts = support(df["item"].filter(df["split"] == TRAIN))
+        counts = support(df["item"], split_np == TRAIN)
         if counts.height == 0:
             raise DataError(
                 f"no event falls in the training window before {valid_start.isoformat()}",
