@@ -509,13 +509,19 @@ def examples_by_split(
 
 
 def require_examples(
-    examples: dict[str, pl.DataFrame], hints: dict[str, str], splits=SPLITS
+    examples: dict[str, pl.DataFrame],
+    hints: dict[str, str],
+    splits=SPLITS,
+    spans: dict[str, str] | None = None,
 ) -> None:
-    """A split left without examples is a clear error naming the parameters to relax."""
+    """A split left without examples is a clear error naming its time span (when it has
+    one) and the parameters to relax."""
     for split in splits:
         if examples[split].height == 0:
+            span = f" ({spans[split]})" if spans and split in spans else ""
             raise DataError(
-                f"the {split} split has no examples after the recipe's filters",
+                f"the {split} split{span} has no examples after the recipe's filters",
+                option="--param",
                 hint=hints.get(split, "relax the protocol's filters"),
             )
 

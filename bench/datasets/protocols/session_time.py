@@ -184,12 +184,18 @@ class SessionTime(Protocol):
             events, target=p.target, restrict_train=p.restrict_train_to_target
         )
         relax = "lower min_item_support or use target 'any'"
+        last_day = iso(to_ms(end) - 1, p.tz)[:10]
         require_examples(
             examples,
             {
                 "train": relax,
-                "valid": f"raise valid_days; {relax}",
-                "test": f"raise test_days (now {p.test_days}); {relax}",
+                "valid": f"change valid_days (now {p.valid_days or p.test_days}); {relax}",
+                "test": f"change test_days (now {p.test_days}); {relax}",
+            },
+            spans={
+                "train": f"sessions ending before {iso(valid_ms, p.tz)}",
+                "valid": f"sessions ending from {iso(valid_ms, p.tz)} to {iso(test_ms, p.tz)}",
+                "test": f"sessions ending from {iso(test_ms, p.tz)}; the data ends {last_day}",
             },
         )
         info = {

@@ -201,6 +201,11 @@ class UserTime(Protocol):
                 "valid": f"raise valid_days (now {p.valid_days}); {relax}",
                 "test": f"raise test_days (now {p.test_days}); {relax}",
             },
+            spans={
+                "train": f"events before {iso(valid_ms, p.tz)}",
+                "valid": f"events from {iso(valid_ms, p.tz)} to {iso(test_ms, p.tz)}",
+                "test": f"events from {iso(test_ms, p.tz)} to {iso(end_ms, p.tz)}",
+            },
         )
         info = {
             "window": {
