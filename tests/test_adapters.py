@@ -84,7 +84,9 @@ def test_diginetica_views_purchases_and_categories():
     with open(folder / "product-categories.csv", newline="") as fh:
         category = {r["itemId"]: int(r["categoryId"]) for r in csv.DictReader(fh, delimiter=";")}
 
-    frame = load("diginetica")
+    # the sample shares few sessions with the purchase file, so it reads views only by default
+    assert load("diginetica")["behavior"].unique().to_list() == ["pv"]
+    frame = load("diginetica", purchases=True)
     pv, buy = frame.filter(pl.col("behavior") == "pv"), frame.filter(pl.col("behavior") == "buy")
     assert pv.height == len(views) == 12_391
     assert pv["session_id"].n_unique() == len({r["session_id"] for r in views}) == 2_986
