@@ -170,9 +170,16 @@ def random_world(seed: int, n_seq: int = 60, vocab: int = 25, n_items: int = 30)
     return sequences, histories, n_items
 
 
-# Execution paths that must agree: pairs grouped by sorting or in dense buffers, and a
-# tiny pair budget (many chunks, rows alone over budget, top-k by sorting, not padding).
-PATHS = [{"dense_ratio": 0.0}, {"dense_ratio": math.inf}, {"max_pairs": 7}]
+# Execution paths that must agree: pairs grouped by sorting or in dense buffers; a tiny
+# pair budget (many chunks, rows alone over budget, top-k by sorting, not padding); item
+# scores by a dense product (small catalogues) or by scattering.
+PATHS = [
+    {},
+    {"dense_ratio": 0.0},
+    {"dense_ratio": math.inf, "dense_items_max": 0},
+    {"max_pairs": 7},
+    {"max_pairs": 7, "dense_items_max": 0},
+]
 
 
 def check_against_reference(name: str, overrides: dict, seed: int):
@@ -186,9 +193,10 @@ def check_against_reference(name: str, overrides: dict, seed: int):
     assert (want > 0).any(1).float().mean() > 0.4  # the check is not vacuous
     batch = to_batch(histories, width=14)
     for path in PATHS:
-        for attr, value in path.items():
-            setattr(model, attr, value)
+        vars(model).update(path)  # instance attributes shadow the class defaults
         got = model.scores(batch)
+        for attr in path:
+            delattr(model, attr)
         assert got.shape == (len(histories), n_items + 1)
         torch.testing.assert_close(
             got[:, 1:].double(),

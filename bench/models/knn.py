@@ -221,15 +221,19 @@ class SessionKNN(Baseline):
     needs_spos: ClassVar[bool] = False
     max_pairs: ClassVar[int] = 1 << 21  # expanded pairs (+ dense slots) per chunk
     dense_ratio: ClassVar[float] = 4.0  # dense accumulators when slots <= ratio x pairs
+    dense_items_max: ClassVar[int] = 1 << 24  # sessions x items up to this: score by matmul
+    pairwise_items: ClassVar[bool] = False  # item_factor depends on (neighbour, item)
 
     def __init__(self, config, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.index: SessionIndex | None = None
         self._on_device: dict[torch.device, SessionIndex] = {}
+        self._dense: dict[torch.device, Tensor] = {}
 
     def fit(self, train: TrainSequences) -> SessionKNN:
         self.index = SessionIndex.build(train, self.spec.n_items)
         self._on_device = {torch.device("cpu"): self.index}
+        self._dense = {}
         self.fitted(train)
         return self
 
@@ -252,8 +256,13 @@ class SessionKNN(Baseline):
         """float64 weight each neighbour gives to all of its items (its similarity)."""
         return nb.sim
 
+    def item_scale(self) -> Tensor | None:
+        """Optional float64 factor per item (n_items + 1,), the same for every neighbour."""
+        return None
+
     def item_factor(self, nb: Neighbours, owner: Tensor, item: Tensor, lastpos: Tensor):
-        """Optional float64 factor per (neighbour `nb[owner]`, item, item's last position)."""
+        """Optional float64 factor per (neighbour `nb[owner]`, item, item's last position);
+        models that define it set `pairwise_items`."""
         return None
 
     # ---- scoring ------------------------------------------------------------------
@@ -287,7 +296,7 @@ class SessionKNN(Baseline):
             if int(row_pairs[r0:r1].sum()) > 0:
                 cand = self._candidates(index, query, weights, counts, (q0, q1), (r0, r1), dense)
                 cand.sim = self.similarity(cand, query, weights, index)
-                self._score(index, self._top_k(cand, r0, r1), query, out)
+                self._score(index, self._top_k(cand, r0, r1), query, out, r0, r1)
         if not cfg.remind:
             seen = torch.where((items >= 0) & (items <= n_items), items.long(), 0)
             out.scatter_(1, seen, 0.0)
@@ -371,7 +380,7 @@ class SessionKNN(Baseline):
         local = cand.row - r0
         rank, starts = rank_in_group(local, r1 - r0)
         width = int(rank.max()) + 1 if rank.numel() else 0
-        if (r1 - r0) * width > max(self.max_pairs, 2 * rank.numel()):  # too ragged to pad
+        if (r1 - r0) * width > self.max_pairs:  # too wide to pad: sort instead
             order = torch.sort(cand.sim, descending=True, stable=True).indices
             order = take(order, torch.sort(take(local, order), stable=True).indices)
             cand = cand.select(order)
@@ -382,8 +391,19 @@ class SessionKNN(Baseline):
         chosen = torch.nonzero(top_k_in_rows(padded, self.config.k))
         return cand.select(take(starts, chosen[:, 0]) + chosen[:, 1])
 
-    def _score(self, index: SessionIndex, nb: Neighbours, query: Query, out: Tensor) -> None:
+    def _score(self, index, nb: Neighbours, query: Query, out: Tensor, r0: int, r1: int) -> None:
         weight = self.neighbour_weight(nb, query)
+        scale = self.item_scale()
+        scale = scale.to(out.device) if scale is not None else None
+        incidence = self._incidence(index, out.device)
+        if incidence is not None:  # small catalogue: one dense product per chunk
+            block = torch.zeros(r1 - r0, index.n_sessions, dtype=out.dtype, device=out.device)
+            block[nb.row - r0, nb.session] = weight.to(out.dtype)
+            block = block @ incidence
+            if scale is not None:
+                block *= scale.to(out.dtype)
+            out[r0:r1] += block
+            return
         sizes = take(index.sess_size, nb.session)
         starts = take(index.sess_offsets, nb.session)
         flat = out.view(-1)
@@ -392,7 +412,22 @@ class SessionKNN(Baseline):
             owner += lo
             item = take(index.sess_items, pos)
             value = take(weight, owner)
+            if scale is not None:
+                value = value * take(scale, item)
             factor = self.item_factor(nb, owner, item, take(index.sess_lastpos, pos))
             if factor is not None:
                 value = value * factor
             flat.index_add_(0, take(nb.row, owner) * out.size(1) + item, value.to(out.dtype))
+
+    def _incidence(self, index: SessionIndex, device: torch.device) -> Tensor | None:
+        """Dense 0/1 sessions x items matrix, only for catalogues small enough (cached)."""
+        if self.pairwise_items or index.n_sessions * (index.n_items + 1) > self.dense_items_max:
+            return None
+        if device not in self._dense:
+            dense = torch.zeros(index.n_sessions, index.n_items + 1, device=device)
+            sess = torch.repeat_interleave(
+                torch.arange(index.n_sessions, device=device), index.sess_size
+            )
+            dense[sess, index.sess_items] = 1.0
+            self._dense[device] = dense
+        return self._dense[device]

@@ -42,6 +42,7 @@ class STAN(SessionKNN):
         "Session-based Recommendations: STAN. SIGIR 2019"
     )
     needs_spos = True
+    pairwise_items = True
 
     @dataclass
     class Config:

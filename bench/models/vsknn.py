@@ -100,12 +100,10 @@ class VSKNN(SessionKNN):
         step = take(query.length, nb.row).double() - nb.max_qpos + 1
         return nb.sim * step_decay(self.config.weighting_score, step)
 
-    def item_factor(self, nb: Neighbours, owner, item, lastpos):
+    def item_scale(self) -> torch.Tensor | None:
         if self.config.idf_weighting <= 0:
             return None
-        if self.idf.device != item.device:
-            self.idf = self.idf.to(item.device)
-        return 1.0 + self.config.idf_weighting * take(self.idf, item)
+        return 1.0 + self.config.idf_weighting * self.idf
 
     @staticmethod
     def search_space(trial) -> dict:
