@@ -277,7 +277,7 @@ def test_prepare_scale_benchmark_runs_end_to_end(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_scale.py"
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(script), "--rows", "20000", "--threads", "1"]
+        [sys.executable, str(script), "--rows", "10000", "--threads", "1"]
         + ["--workdir", str(tmp_path / "w"), "--json", str(out)],
         capture_output=True,
         text=True,
@@ -288,6 +288,6 @@ def test_prepare_scale_benchmark_runs_end_to_end(tmp_path):
     result = json.loads(out.read_text())
     assert result["agreement"]["ok"] is True
     steps = {s["step"]: s for s in result["steps"]}
-    assert steps["prepare (polars)"]["rows"] == steps["prepare (pandas)"]["rows"] == 20_000
+    assert steps["prepare (polars)"]["rows"] == steps["prepare (pandas)"]["rows"] == 10_000
     assert all(s["peak_rss_gib"] > 0 and s["wall_s"] > 0 for s in result["steps"])
     assert not (tmp_path / "w").exists()  # cleaned up unless --keep
