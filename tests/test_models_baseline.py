@@ -156,8 +156,8 @@ def random_world(seed: int, n_seq: int = 60, vocab: int = 25, n_items: int = 30)
     times (recency ties), repeats, an empty sequence, items never seen in training."""
     gen = torch.Generator().manual_seed(seed)
     sequences = []
-    for _ in range(n_seq):
-        length = int(torch.randint(0 if _ == 3 else 1, 9, (1,), generator=gen))
+    for i in range(n_seq):
+        length = 0 if i == 3 else int(torch.randint(1, 9, (1,), generator=gen))
         items = torch.randint(1, vocab + 1, (length,), generator=gen).tolist()
         day = int(torch.randint(0, 4, (1,), generator=gen))
         gaps = torch.randint(0, 2, (length,), generator=gen).cumsum(0)

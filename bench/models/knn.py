@@ -19,15 +19,20 @@ batch of histories with no Python loop over items, sessions or histories:
    expanded per history stay bounded whatever the item popularity; the cut never drops
    a (history, session) pair of a kept session, so every aggregate below is exact.
 4. Per (history, candidate) pair: the number of shared items, the sum of the history's
-   weights over them, and where needed the last shared position on either side,
-   as segment reductions over the pairs sorted by (history, session).
+   weights over them (summed in item order), and where needed the last shared position
+   on either side. Pairs are grouped by sorting their (history, session) keys, or, when
+   the histories touch a good share of all sessions, in dense per-history buffers.
 5. The model turns these into a similarity; the k most similar candidates with a
    positive similarity are the neighbours (ties: the more recent session wins).
 6. Item scores: every neighbour adds a model-defined weight to each of its items,
-   scattered into a dense (B, n_items + 1) float32 score matrix.
+   scattered into a dense (B, n_items + 1) float32 score matrix, or, for catalogues
+   where sessions x items is small and the weight does not depend on the (neighbour,
+   item) pair, as one dense product of neighbour weights with the 0/1 incidence.
 
 Work is cut into chunks of at most `max_pairs` expanded pairs, so memory is bounded by
-the batch's score matrix plus a constant, never by sessions x items.
+the batch's score matrix plus a constant, never by sessions x items. Every execution
+path gives the same scores (tests/test_models_baseline.py checks each against a
+plain-Python reference).
 """
 
 from __future__ import annotations
@@ -395,7 +400,8 @@ class SessionKNN(Baseline):
         weight = self.neighbour_weight(nb, query)
         scale = self.item_scale()
         scale = scale.to(out.device) if scale is not None else None
-        incidence = self._incidence(index, out.device)
+        fits = (r1 - r0) * index.n_sessions <= self.dense_items_max
+        incidence = self._incidence(index, out.device) if fits else None
         if incidence is not None:  # small catalogue: one dense product per chunk
             block = torch.zeros(r1 - r0, index.n_sessions, dtype=out.dtype, device=out.device)
             block[nb.row - r0, nb.session] = weight.to(out.dtype)

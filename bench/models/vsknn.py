@@ -79,7 +79,7 @@ class VSKNN(SessionKNN):
         remind: bool = True  # False: items already in the history get no score
 
     def fitted(self, train: TrainSequences) -> None:
-        sessions = max(self.index.n_sessions, 1)
+        sessions = max(int((self.index.sess_size > 0).sum()), 1)  # non-empty ones
         df = self.index.item_count.double().clamp(min=1)
         self.idf = torch.log(sessions / df)
 
