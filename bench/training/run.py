@@ -171,6 +171,7 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
         return_reciprocal_ranks=True,
     )
     reciprocal_ranks = test.pop("reciprocal_ranks")
+    test.pop("ranks", None)
     return {
         "metrics": {"valid": valid, "test": test},
         "best_epoch": None,
