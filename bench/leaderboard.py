@@ -206,7 +206,11 @@ def _row_values(e: dict, top: bool) -> list[str]:
         e["model"],
         *[_cell(e, m) for m in METRICS],
         f"{e['seconds_per_epoch']:.2f}",
-        f"{budget.get('trials', 1)} trials, {budget.get('seconds', 0):.0f} s",
+        (
+            f"{budget['trials']} trials, {budget.get('seconds', 0):.0f} s"
+            if budget.get("trials")
+            else f"untuned, {budget.get('seconds', 0):.0f} s"
+        ),
         f"{e['parameters']:,}",
         ",".join(map(str, e["seeds"])),
         _sig(e),
