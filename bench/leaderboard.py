@@ -143,7 +143,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
     mean = {m: float(np.mean([t.get(m, float("nan")) for t in test])) for m in METRICS}
     std = {m: float(np.std([t.get(m, float("nan")) for t in test])) for m in METRICS}
     budget = results[0].get("budget") or {
-        "trials": 1,
+        "trials": 0,
         "seconds": sum(r["train_seconds"] for r in results),
     }
     return {
