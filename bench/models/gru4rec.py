@@ -37,11 +37,13 @@ class GRU4Rec(SequenceModel):
         num_layers: int = 1
         dropout: float = 0.3  # on the input embeddings
 
+    cell: type[nn.RNNBase] = nn.GRU  # the LSTM baseline swaps the cell, nothing else
+
     def __init__(self, config: GRU4Rec.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.embedding = HistoryEmbedding(config, spec)
         self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.GRU(
+        self.rnn = self.cell(
             config.embedding_dim, config.hidden_size, config.num_layers, batch_first=True
         )
         self.dense = nn.Linear(config.hidden_size, config.embedding_dim)

@@ -3,55 +3,26 @@
 Hochreiter and Schmidhuber, "Long Short-Term Memory", Neural Computation 9(8), 1997;
 used over item histories as in GRU4Rec (Hidasi et al., ICLR 2016): item embedding,
 dropout, LSTM, dense layer back to the embedding size, state at the last real event.
-Histories are left-aligned, so padding sits after the last real event and never
-reaches the state read at `lengths - 1`.
+Everything but the cell is GRU4Rec's (`bench/models/gru4rec.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.gru4rec import GRU4Rec
 from bench.models.registry import register_model
 
 
 @register_model
-class LSTMRec(SequenceModel):
+class LSTMRec(GRU4Rec):
     name = "lstm"
     family = "recurrent"
     paper = "Hochreiter, Schmidhuber. Long Short-Term Memory. Neural Computation 9(8), 1997"
+    cell = nn.LSTM
 
     @dataclass
-    class Config(ModelConfig):
-        embedding_dim: int = 64
-        hidden_size: int = 128
-        num_layers: int = 1
-        dropout: float = 0.3  # on the input embeddings
-
-    def __init__(self, config: LSTMRec.Config, spec: DataSpec) -> None:
-        super().__init__(config, spec)
-        self.embedding = HistoryEmbedding(config, spec)
-        self.dropout = nn.Dropout(config.dropout)
-        self.rnn = nn.LSTM(
-            config.embedding_dim, config.hidden_size, config.num_layers, batch_first=True
-        )
-        self.dense = nn.Linear(config.hidden_size, config.embedding_dim)
-        for name, weight in self.rnn.named_parameters():
-            if name.startswith("weight"):
-                nn.init.xavier_uniform_(weight)
-
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        states, _ = self.rnn(self.dropout(self.embedding(batch)))
-        return self.dense(last_position(states, batch["lengths"]))
-
-    @staticmethod
-    def search_space(trial) -> dict:
-        return {
-            "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
-            "hidden_size": trial.suggest_categorical("hidden_size", [64, 128, 256]),
-            "num_layers": trial.suggest_int("num_layers", 1, 2),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        }
+    class Config(GRU4Rec.Config):
+        pass
