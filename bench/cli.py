@@ -533,7 +533,18 @@ def evaluate_cmd(
 
 
 def _sweep_common(
-    protocol, target, storage, results, settings, config, data_dir, cache_dir, threads, heartbeat
+    protocol,
+    target,
+    storage,
+    results,
+    settings,
+    config,
+    data_dir,
+    cache_dir,
+    threads,
+    heartbeat,
+    options=None,
+    wandb=True,
 ) -> dict:
     from bench.training.config import RUN_KEYS, load_config_file
 
@@ -549,6 +560,10 @@ def _sweep_common(
     run.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v})
     if threads:
         run["threads"] = threads
+    adapter_options = parse_assignments(options, "--option")
+    if adapter_options:
+        run["adapter_options"] = adapter_options
+    run.setdefault("wandb", wandb)
     return {
         "protocol": protocol,
         "target": target.value,
@@ -574,6 +589,9 @@ Heartbeat = Annotated[
     int, typer.Option("--heartbeat", min=1, help="Seconds between worker heartbeats.")
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads per worker.")]
+SweepWandb = Annotated[
+    bool, typer.Option("--wandb/--no-wandb", help="Track trials with W&B (offline by default).")
+]
 
 
 @app.command(
@@ -604,6 +622,8 @@ def sweep_cmd(
     cache_dir: CacheDir = None,
     threads: Threads = None,
     heartbeat: Heartbeat = 60,
+    options: AdapterOptions = None,
+    wandb: SweepWandb = True,
 ) -> None:
     """Tune a model with Optuna (TPE, pruning), then train the best with several seeds."""
     from bench.sweep import SweepOptions, sweep
@@ -627,6 +647,8 @@ def sweep_cmd(
         cache_dir,
         threads,
         heartbeat,
+        options,
+        wandb,
     )
     outcome = sweep(
         SweepOptions(
@@ -673,6 +695,8 @@ def automl_cmd(
     cache_dir: CacheDir = None,
     threads: Threads = None,
     heartbeat: Heartbeat = 60,
+    options: AdapterOptions = None,
+    wandb: SweepWandb = True,
 ) -> None:
     """The same tuning budget for every model, then the leaderboard of the data set."""
     from bench.sweep import automl
@@ -688,6 +712,8 @@ def automl_cmd(
         cache_dir,
         threads,
         heartbeat,
+        options,
+        wandb,
     )
     outcome = automl(
         dataset,
