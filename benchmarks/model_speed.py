@@ -1,0 +1,356 @@
+"""Seconds per training epoch and per full evaluation of every registered model, one thread.
+
+Issue 3 asks for these numbers on ml-100k (`user-loo`, CPU, threads fixed) in
+BENCHMARKS.md. Each model runs in a fresh subprocess (its own memory peak, no warm
+caches from the model before it), with `torch.set_num_threads(1)` and
+OMP_NUM_THREADS=1, through the code path users run: `bench.training.run.execute` with
+`max_epochs` epochs. A Lightning callback passed to `execute` times the phases:
+
+- train epoch: from `on_train_epoch_start` to the end of the epoch's last training
+  batch (forward, backward, optimizer, data loading; not the validation pass that
+  Lightning runs before `on_train_epoch_end`);
+- valid pass: `on_validation_start` to `on_validation_end`, a full-ranking pass over the
+  validation examples including metric computation (not checkpoint writing);
+- wall and CPU (process) seconds of each, so that a busy machine can be told apart from
+  slow code: with one thread, CPU seconds are what the code costs.
+
+With `--batches N` each epoch stops after N training batches (Lightning's
+`limit_train_batches`) and the epoch seconds are extrapolated to the whole epoch
+(x batches per epoch / N); the measured seconds and N are kept in the JSON rows.
+
+Non-neural baselines have no epochs: their "epoch" is `fit` and their evaluation is
+execute's `eval_seconds` (mean of the valid and test passes).
+
+Run from the repository root:
+`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.model_speed` (all models) or
+`... --model gru4rec --set embedding_dim=64 --batch-size 2048 --json` (one model, one
+JSON line on stdout; `benchmarks/recbole_compare.py` uses this form).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def _value(text: str):
+    """`--set` values: JSON when they parse (numbers, true, null), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def phase_timer():
+    """A Lightning callback recording wall and CPU seconds of each train epoch and valid pass."""
+    import lightning as L
+
+    class PhaseTimer(L.Callback):
+        def __init__(self) -> None:
+            self.train: list[tuple[float, float]] = []  # (wall, cpu) per epoch
+            self.valid: list[tuple[float, float]] = []
+            self.batches: list[int] = []
+            self._start = self._last = (0.0, 0.0)
+            self._n = 0
+
+        @staticmethod
+        def _now() -> tuple[float, float]:
+            return time.perf_counter(), time.process_time()
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._start = self._last = self._now()
+            self._n = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self._last = self._now()
+            self._n += 1
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            if trainer.state.fn == "fit" and self._n:  # close the epoch's training phase
+                self.train.append((self._last[0] - self._start[0], self._last[1] - self._start[1]))
+                self.batches.append(self._n)
+                self._n = 0
+            self._valid_start = self._now()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.state.fn == "fit":
+                end = self._now()
+                self.valid.append((end[0] - self._valid_start[0], end[1] - self._valid_start[1]))
+
+    return PhaseTimer()
+
+
+def measure(
+    model: str,
+    params: dict,
+    *,
+    dataset: str = "ml-100k",
+    protocol: str = "user-loo",
+    data_dir: str | Path = DEFAULT_DATA,
+    cache_dir: str | Path | None = None,
+    epochs: int = 1,
+    batch_size: int = 256,
+    eval_batch_size: int = 1024,
+    lr: float = 1e-3,
+    threads: int = 1,
+    seed: int = 0,
+    batches: int = 0,
+) -> dict:
+    """Train `model` for `epochs` epochs in this process; return timings and run facts."""
+    import torch
+
+    from bench.datasets.artifact import read_meta
+    from bench.training.config import RunConfig
+    from bench.training.run import execute
+
+    torch.set_num_threads(threads)
+    timer = phase_timer()
+    with tempfile.TemporaryDirectory(prefix="model_speed_") as runs:
+        config = RunConfig(
+            model=model,
+            dataset=dataset,
+            protocol=protocol,
+            seed=seed,
+            max_epochs=epochs,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            lr=lr,
+            threads=threads,
+            data_dir=str(data_dir),
+            cache_dir=str(cache_dir or Path(runs) / "cache"),
+            runs_dir=runs,
+            params=params,
+            limit_train_batches=batches or None,
+        )
+        start = time.perf_counter()
+        result = execute(config, progress=False, callbacks=[timer])
+        total = time.perf_counter() - start
+    meta = read_meta(result["artifact"])
+    out = {
+        "model": model,
+        "family": result["family"],
+        "dataset": dataset,
+        "protocol": result["protocol"],
+        "hyperparameters": result["hyperparameters"],
+        "batch_size": batch_size,
+        "eval_batch_size": eval_batch_size,
+        "lr": lr,
+        "optimizer": "AdamW(weight_decay=0)" if result["family"] != "baseline" else None,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "train_examples": meta["counts"]["train"]["examples"],
+        "valid_examples": meta["counts"]["valid"]["examples"],
+        "n_items": meta["n_items"],
+        "parameters": result["parameters"],
+        "peak_rss_bytes": result["peak_rss_bytes"],
+        "valid_metrics": result["metrics"]["valid"],
+        "execute_train_seconds": result["train_seconds"],
+        "execute_eval_seconds": result["eval_seconds"],
+        "total_seconds": total,
+        "versions": result["versions"],
+        "hardware": result["hardware"],
+    }
+    if timer.train:
+        full = -(-out["train_examples"] // batch_size)
+        scale = full / timer.batches[0]
+        out.update(
+            epoch_seconds=[w * scale for w, _ in timer.train],  # per whole epoch
+            epoch_cpu_seconds=[c * scale for _, c in timer.train],
+            measured_epoch_seconds=[w for w, _ in timer.train],
+            measured_epoch_cpu_seconds=[c for _, c in timer.train],
+            valid_seconds=[w for w, _ in timer.valid],
+            valid_cpu_seconds=[c for _, c in timer.valid],
+            batches_per_epoch=full,
+            batches_timed=timer.batches[0],
+            timing="callback inside execute (train epoch / valid pass)",
+        )
+    else:  # a baseline: fit is its training, execute's eval pass its evaluation
+        out.update(
+            epoch_seconds=[result["train_seconds"]],
+            epoch_cpu_seconds=[],
+            valid_seconds=[result["eval_seconds"]],
+            valid_cpu_seconds=[],
+            batches_per_epoch=None,
+            batches_timed=None,
+            timing="execute fields (fit seconds / mean of valid and test pass)",
+        )
+    return out
+
+
+def run_subprocess(
+    model: str, params: dict, args: argparse.Namespace, python: str = sys.executable
+) -> dict:
+    """`measure` in a fresh interpreter with OMP_NUM_THREADS fixed; returns its JSON."""
+    cmd = [python, "-m", "benchmarks.model_speed", "--model", model, "--json"]
+    for key, value in params.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    cmd += [
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--eval-batch-size",
+        str(args.eval_batch_size),
+        "--lr",
+        str(args.lr),
+        "--threads",
+        str(args.threads),
+        "--batches",
+        str(args.batches),
+        "--data-dir",
+        str(args.data_dir),
+    ]
+    if args.cache_dir:
+        cmd += ["--cache-dir", str(args.cache_dir)]
+    env = thread_env(args.threads)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        raise RuntimeError(f"{model} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def thread_env(threads: int) -> dict:
+    """The environment of a measured subprocess: every BLAS / OpenMP pool at `threads`."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def machine() -> dict:
+    """nproc, CPU model, load and versions, for the record next to the numbers."""
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in info.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+
+
+def summary(row: dict) -> tuple[float, float | None, float, float | None]:
+    """Median (wall, cpu) seconds per epoch and per valid pass."""
+
+    def med(values):
+        return statistics.median(values) if values else None
+
+    return (
+        med(row["epoch_seconds"]),
+        med(row["epoch_cpu_seconds"]),
+        med(row["valid_seconds"]),
+        med(row["valid_cpu_seconds"]),
+    )
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", help="model(s) to time; default: all")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", action="store_true", help="measure in-process, print JSON")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--eval-batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=0,
+        help="train batches timed per epoch, extrapolated (0 = all)",
+    )
+    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
+    parser.add_argument("--cache-dir", default=None, help="artifact cache (default: a temp dir)")
+    parser.add_argument("--out", type=Path, help="also write all rows as JSON here")
+    args = parser.parse_args()
+    params = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        params[key] = _value(value)
+
+    if args.json:
+        if not args.model or len(args.model) != 1:
+            parser.error("--json measures exactly one --model")
+        row = measure(
+            args.model[0],
+            params,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            eval_batch_size=args.eval_batch_size,
+            lr=args.lr,
+            threads=args.threads,
+            batches=args.batches,
+        )
+        print(json.dumps(row, default=str))
+        return
+
+    from bench.models.registry import list_models
+
+    models = args.model or list_models()
+    with tempfile.TemporaryDirectory(prefix="model_speed_cache_") as tmp:
+        args.cache_dir = args.cache_dir or tmp  # one artifact, prepared by the first model
+        info = machine()
+        print(
+            f"{info['nproc']} CPU(s), {info['cpu']}, load {info['load_average']}; "
+            f"{args.threads} torch thread(s), OMP_NUM_THREADS={args.threads}; ml-100k user-loo, "
+            f"batch {args.batch_size}, eval batch {args.eval_batch_size}, lr {args.lr}, "
+            f"{args.epochs} epoch(s), "
+            f"{f'{args.batches} batches timed per epoch' if args.batches else 'whole epochs'}",
+            flush=True,
+        )
+        header = (
+            f"{'model':<9} {'family':<9} {'epoch s':>8} {'epoch cpu':>9} {'valid s':>8} "
+            f"{'valid cpu':>9} {'batches':>7} {'params':>9} {'peak MB':>8} {'val ndcg@10':>11}"
+        )
+        print(header, flush=True)
+        rows = []
+        for name in models:
+            row = run_subprocess(name, params, args)
+            rows.append(row)
+            epoch, epoch_cpu, valid, valid_cpu = summary(row)
+            print(
+                f"{name:<9} {row['family']:<9} {_fmt(epoch):>8} {_fmt(epoch_cpu):>9} "
+                f"{_fmt(valid, 3):>8} {_fmt(valid_cpu, 3):>9} "
+                f"{row['batches_per_epoch'] or '-':>7} {row['parameters']:>9} "
+                f"{row['peak_rss_bytes'] / 2**20:>8.0f} "
+                f"{row['valid_metrics']['ndcg@10']:>11.4f}",
+                flush=True,
+            )
+        versions = rows[0]["versions"] if rows else {}
+        print(f"versions: {versions}")
+        if args.out:
+            payload = {"machine": info, "versions": versions, "argv": sys.argv, "rows": rows}
+            args.out.write_text(json.dumps(payload, indent=2, default=str))
+        print(f"train examples per epoch: {rows[0]['train_examples'] if rows else '-'}")
+
+
+if __name__ == "__main__":
+    main()

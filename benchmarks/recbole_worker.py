@@ -1,0 +1,186 @@
+"""Times RecBole 1.2.1 on its bundled ml-100k; runs INSIDE the RecBole venv, not bench's.
+
+Started by `benchmarks/recbole_compare.py` (one process per model, one torch thread).
+Uses RecBole's lower-level API (Config, create_dataset, data_preparation, get_model,
+get_trainer; `recbole.quick_start` would import ray) with its sequential setup:
+leave-one-out by time, full ranking, MAX_ITEM_LIST_LENGTH 50, CE loss, no training
+negatives, Adam. Times `trainer._train_epoch` (one pass over the augmented training
+prefixes, as `trainer.fit` runs it) and `trainer._valid_epoch` (a full-ranking
+validation pass with metrics, as `fit` runs it after each epoch), each in wall and
+CPU (process) seconds. Prints one JSON line on stdout.
+
+With `--batches N` each epoch stops after its first N training batches and the
+epoch seconds are extrapolated to the whole epoch (x batches per epoch / N), exactly
+as bench's side does, to keep a comparison of six models within a session's time on a
+busy machine; the measured seconds and N are reported too.
+
+Usage: python recbole_worker.py --model GRU4Rec --workdir DIR [--epochs N]
+       [--batches N] [--set key=json_value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+class Head:
+    """The first `n` batches of a RecBole train loader, with the attributes
+    `Trainer._train_epoch` reads (`shuffle`, `sampler`)."""
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n = loader, n
+        self.shuffle, self.sampler = loader.shuffle, getattr(loader, "sampler", None)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.loader))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="RecBole model class, e.g. GRU4Rec")
+    parser.add_argument("--workdir", required=True, help="cwd for RecBole's saved/ and log/")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=0, help="batches per epoch (0 = all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.workdir, exist_ok=True)
+    os.chdir(args.workdir)
+
+    import recbole
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    settings = {
+        "seed": 0,
+        "reproducibility": True,
+        "device": "cpu",
+        "use_gpu": False,
+        "worker": 0,
+        "show_progress": False,
+        "checkpoint_dir": os.path.join(args.workdir, "saved"),
+        "eval_args": {
+            "split": {"LS": "valid_and_test"},
+            "order": "TO",
+            "group_by": "user",
+            "mode": "full",
+        },
+        "MAX_ITEM_LIST_LENGTH": 50,
+        "train_neg_sample_args": None,
+        "loss_type": "CE",
+        "train_batch_size": 2048,
+        "eval_batch_size": 4096,
+        "learner": "adam",
+        "learning_rate": 0.001,
+        "weight_decay": 0.0,
+        "epochs": args.epochs,
+        "metrics": ["Hit", "MRR", "NDCG"],
+        "topk": [10],
+        "valid_metric": "MRR@10",
+    }
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = _value(value)
+
+    start = time.perf_counter()
+    config = Config(model=args.model, dataset="ml-100k", config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    setup_seconds = time.perf_counter() - start
+
+    full = len(train_data)
+    loader = Head(train_data, args.batches) if 0 < args.batches < full else train_data
+    scale = full / len(loader)
+    epochs, valids, losses, metrics = [], [], [], {}
+    for epoch in range(args.epochs):
+        w, c = time.perf_counter(), time.process_time()
+        loss = trainer._train_epoch(loader, epoch, show_progress=False)
+        epochs.append((time.perf_counter() - w, time.process_time() - c))
+        losses.append(float(loss) if not isinstance(loss, tuple) else float(sum(loss)))
+        w, c = time.perf_counter(), time.process_time()
+        _, metrics = trainer._valid_epoch(valid_data, show_progress=False)
+        valids.append((time.perf_counter() - w, time.process_time() - c))
+
+    train_set = train_data._dataset
+    out = {
+        "model": args.model,
+        "recbole": recbole.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "train_examples": len(train_set),
+        "valid_examples": len(valid_data._dataset),
+        "n_items": int(dataset.item_num) - 1,  # RecBole's row 0 is padding
+        "n_users": int(dataset.user_num) - 1,
+        "batches_per_epoch": full,
+        "batches_timed": len(loader),
+        "measured_epoch_seconds": [w for w, _ in epochs],
+        "measured_epoch_cpu_seconds": [c for _, c in epochs],
+        "hyperparameters": {
+            k: config[k]
+            for k in (
+                "embedding_size",
+                "hidden_size",
+                "num_layers",
+                "n_layers",
+                "n_heads",
+                "inner_size",
+                "dropout_prob",
+                "dropout_probs",
+                "hidden_dropout_prob",
+                "attn_dropout_prob",
+                "mask_ratio",
+                "step",
+                "MAX_ITEM_LIST_LENGTH",
+                "train_batch_size",
+                "eval_batch_size",
+                "learner",
+                "learning_rate",
+                "loss_type",
+            )
+            if config[k] is not None
+        },
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "setup_seconds": setup_seconds,
+        "epoch_seconds": [w * scale for w, _ in epochs],  # per whole epoch
+        "epoch_cpu_seconds": [c * scale for _, c in epochs],
+        "valid_seconds": [w for w, _ in valids],
+        "valid_cpu_seconds": [c for _, c in valids],
+        "median_epoch_seconds": statistics.median(w * scale for w, _ in epochs),
+        "train_loss": losses,
+        "valid_metrics": {k: float(v) for k, v in metrics.items()},
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
