@@ -117,13 +117,15 @@ def fused_ranks(
     table = table.to(hidden.dtype)
     count = _counter(compiled)
     single = n_items + 1 <= chunk_items
+    starts = list(range(0, n_items + 1, chunk_items))
+    lows = torch.tensor(starts, device=hidden.device)  # one copy, not one per chunk
     out = []
     for r0 in range(0, hidden.size(0), chunk_rows):
         h, t = hidden[r0 : r0 + chunk_rows], targets[r0 : r0 + chunk_rows]
         rows = torch.arange(h.size(0), device=h.device)
         counts = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
         target_rows = None if single else table[t]
-        for lo in range(0, n_items + 1, chunk_items):
+        for k, lo in enumerate(starts):
             hi = min(lo + chunk_items, n_items + 1)
             width = hi - lo
             if single:
@@ -133,8 +135,7 @@ def fused_ranks(
                 scores = h @ torch.cat([table[lo:hi], target_rows]).T
                 target_score = scores[rows, width + rows]
                 scores = scores[:, :width]
-            lo_t = torch.tensor(lo, device=h.device)
-            counts += count(scores, target_score, t, lo_t).long()
+            counts += count(scores, target_score, t, lows[k]).long()
         out.append(counts + 1)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=hidden.device)
 
@@ -163,19 +164,21 @@ def plain_ranks(hidden, table, targets, chunk_rows: int = 2048) -> torch.Tensor:
 
 # ------------------------------------------------------------------ Triton (CUDA)
 
-
-def _triton_kernels():
-    """Build the two Triton kernels (import inside: CPU machines have no Triton)."""
+try:  # the GPU image has Triton; CPU machines (CI) need not
     import triton
     import triton.language as tl
+except ImportError:
+    triton = None
+
+if triton is not None:
 
     @triton.jit
-    def target_score_kernel(
+    def _target_score_kernel(
         H, W, T, TS, n_rows, stride_h, stride_w,
         D: tl.constexpr, BM: tl.constexpr, ROUND: tl.constexpr,
     ):  # fmt: skip
-        # The target scores by the same (BM x D) @ (D x BM) dot as the counting kernel's
-        # tiles, read off the diagonal, so each compares with itself bit for bit.
+        # Target scores by the same (BM x D) @ (D x BM) dot as the counting kernel's
+        # tiles, read off the diagonal, so that each compares with itself bit for bit.
         pid = tl.program_id(0)
         local = tl.arange(0, BM)
         rows = pid * BM + local
@@ -194,10 +197,11 @@ def _triton_kernels():
         tl.store(TS + rows, ts, mask=row_ok)
 
     @triton.jit
-    def count_kernel(
+    def _count_kernel(
         H, W, T, TS, LOST, OUT, n_rows, n_cols, stride_h, stride_w, tiles_per_prog,
         D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, ROUND: tl.constexpr,
     ):  # fmt: skip
+        # BM histories against tiles_per_prog tiles of BN items: dot, compare, count.
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
         rows = pid_m * BM + tl.arange(0, BM)
@@ -223,8 +227,6 @@ def _triton_kernels():
             count += tl.sum((beats & keep).to(tl.int32), axis=1)
         tl.atomic_add(OUT + rows, count, mask=row_ok)
 
-    return triton, target_score_kernel, count_kernel
-
 
 @torch.no_grad()
 def triton_ranks(
@@ -243,7 +245,8 @@ def triton_ranks(
     its counts atomically. `round_bf16`: scores rounded to bf16 (as torch's bf16 product);
     else the fp32 accumulator of the bf16 products is compared.
     """
-    triton, target_score_kernel, count_kernel = _triton_kernels()
+    if triton is None:
+        raise RuntimeError("triton_ranks needs Triton and a CUDA device")
     h = hidden.to(torch.bfloat16).contiguous()
     w = table.to(torch.bfloat16).contiguous()
     t = targets.to(h.device).to(torch.int32).contiguous()
@@ -251,7 +254,7 @@ def triton_ranks(
     n_cols = w.size(0)
     ts = torch.empty(n_rows, dtype=torch.float32, device=h.device)
     grid_m = triton.cdiv(n_rows, block)
-    target_score_kernel[(grid_m,)](
+    _target_score_kernel[(grid_m,)](
         h, w, t, ts, n_rows, h.stride(0), w.stride(0),
         D=dim, BM=block, ROUND=round_bf16, num_warps=num_warps,
     )  # fmt: skip
@@ -261,7 +264,7 @@ def triton_ranks(
     tiles = triton.cdiv(n_cols, block)
     per_prog = triton.cdiv(tiles, col_groups)
     grid = (grid_m, triton.cdiv(tiles, per_prog))
-    count_kernel[grid](
+    _count_kernel[grid](
         h, w, t, ts, lost, out, n_rows, n_cols, h.stride(0), w.stride(0), per_prog,
         D=dim, BM=block, BN=block, ROUND=round_bf16, num_warps=num_warps, num_stages=3,
     )  # fmt: skip
@@ -552,7 +555,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-budget", type=float, default=60.0, help="run all rows if <= this")
     p.add_argument("--plain-budget", type=float, default=0.0, help="plain: extrapolate above")
     p.add_argument("--no-triton", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (--small: 1)")
     args = p.parse_args(argv)
+    if args.threads or args.small:
+        torch.set_num_threads(args.threads or 1)  # a shared CPU: spinning threads cost more
     if args.small:
         args.train_histories, args.train_items = 2048, 2_000
         args.batch_sizes, args.train_seconds, args.warmup_steps = [64], 0.5, 1
