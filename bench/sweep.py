@@ -10,19 +10,22 @@ runs are the study's result in the results store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from bench.errors import BenchError, ConfigError
-from bench.models.registry import get_model_class
+from bench.models.registry import build_config, get_model_class
 from bench.results import ResultsStore
 from bench.training.config import RunConfig
 
@@ -72,43 +75,61 @@ def default_study_name(opts: SweepOptions, protocol: str) -> str:
 
 
 def resolve_protocol(opts: SweepOptions) -> str:
+    """The protocol the runs will use: the given one, else the adapter's default for
+    these files (a sequence-per-line file has no clock time, so it defaults to user-loo)."""
     if opts.protocol:
-        return opts.protocol
-    from bench.datasets.registry import list_datasets
+        from bench.datasets.protocols import get_protocol
 
-    datasets = list_datasets()
-    if opts.dataset not in datasets:
-        raise ConfigError(
-            f"unknown data set {opts.dataset!r}",
-            option="--dataset",
-            hint=f"choose one of: {', '.join(datasets)}",
-        )
-    return datasets[opts.dataset].default_protocol
+        return get_protocol(opts.protocol).name  # an unknown name is a ConfigError
+    from bench.datasets.registry import get_adapter
+
+    options = opts.run.get("adapter_options") or {}
+    return get_adapter(opts.dataset, opts.run.get("data_dir"), **options).default_protocol
 
 
-def open_study(opts: SweepOptions) -> optuna.Study:
-    """Create or continue the study; refuse one that was made for something else."""
-    protocol = resolve_protocol(opts)
-    name = opts.study or default_study_name(opts, protocol)
+def results_url(opts: SweepOptions) -> str | None:
+    """The results store: the given one, else the study's PostgreSQL database (so workers
+    on many machines share it), else the local SQLite default."""
+    if opts.results:
+        return opts.results
+    if opts.storage and opts.storage.split("://", 1)[0].split("+", 1)[0] == "postgresql":
+        return opts.storage
+    return None
+
+
+def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
+    """The study storage with heartbeats; a bad URL or unreachable server is a ConfigError."""
+    url = storage_url(opts.storage)
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}  # workers wait for the file lock
     try:
-        storage = optuna.storages.RDBStorage(
-            storage_url(opts.storage),
-            heartbeat_interval=opts.heartbeat,
-            grace_period=2 * opts.heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=3
-            ),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=opts.heartbeat,
+                grace_period=2 * opts.heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3
+                ),
+                engine_kwargs=engine_kwargs,
+            )
     except Exception as err:  # sqlalchemy / driver errors: unreachable server, bad URL
         raise ConfigError(
-            f"cannot open the study storage: {str(err).splitlines()[0]}",
+            f"cannot open the study storage: {str(err).strip().splitlines()[0]}",
             option="--storage",
             hint="check that the database server runs and the URL is right",
         ) from None
+
+
+def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
+    """Create or continue the study; refuse one that was made for something else."""
+    protocol = resolve_protocol(opts)
+    name = opts.study or default_study_name(opts, protocol)
     study = optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=storage or open_storage(opts),
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
@@ -125,12 +146,70 @@ def open_study(opts: SweepOptions) -> optuna.Study:
         for k, v in want.items():
             study.set_user_attr(k, v)
     elif have != want:
+        differ = ", ".join(f"{k} {have[k]!r}" for k in want if have[k] != want[k])
         raise ConfigError(
-            f"study {name!r} was created for {have}, not {want}",
+            f"study {name!r} was created for {differ}, not "
+            + ", ".join(f"{k} {want[k]!r}" for k in want if have[k] != want[k]),
             option="--study",
             hint="choose another --study name, or run the sweep it was made for",
         )
     return study
+
+
+def check_search_space(model: str) -> None:
+    """Sample the model's search space once, before any worker starts: a space that raises,
+    or suggests a key or value the model's Config does not take, is a ConfigError."""
+    cls = get_model_class(model)
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    try:
+        params = cls.search_space(probe)
+    except Exception as err:
+        raise ConfigError(
+            f"the search space of model {model!r} cannot be sampled: {type(err).__name__}: {err}",
+            option="--model",
+            hint=f"fix {cls.__name__}.search_space in {cls.__module__}",
+        ) from None
+    if not isinstance(params, dict):
+        raise ConfigError(
+            f"the search space of model {model!r} returned {type(params).__name__}, not a dict",
+            option="--model",
+            hint=f"{cls.__name__}.search_space must return {{hyperparameter: value}}",
+        )
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"the search space of model {model!r} suggests unknown hyperparameter(s) "
+            f"{', '.join(unknown)}",
+            option="--model",
+            hint=f"{model} takes: {', '.join(sorted(known)) or 'nothing'}",
+        )
+    try:
+        build_config(model, params)
+    except ConfigError as err:
+        raise ConfigError(
+            f"the search space of model {model!r} suggests a bad value: {err.message}",
+            option="--model",
+            hint=err.hint,
+        ) from None
+
+
+def prepare_data(opts: SweepOptions) -> SweepOptions:
+    """Build (or reuse) the artifact once, before workers start, and pin its protocol."""
+    from bench.datasets.artifact import read_meta
+    from bench.datasets.prepare import prepare
+
+    run = opts.run
+    path = prepare(
+        opts.dataset,
+        opts.protocol,
+        target=opts.target,
+        params=run.get("protocol_params") or None,
+        data_dir=run.get("data_dir"),
+        cache_dir=run.get("cache_dir"),
+        adapter_options=run.get("adapter_options") or None,
+    )
+    return replace(opts, protocol=read_meta(path)["protocol"])
 
 
 def _counts(study: optuna.Study) -> dict[TrialState, int]:
@@ -144,12 +223,26 @@ def _run_config(opts: SweepOptions, **extra) -> RunConfig:
     settings = {
         "model": opts.model,
         "dataset": opts.dataset,
-        "protocol": opts.protocol,
+        "protocol": resolve_protocol(opts),
         "target": opts.target,
         **opts.run,
         **extra,
     }
     return RunConfig(**settings)
+
+
+def pruning_callback(trial: optuna.Trial, monitor: str):
+    """optuna-integration's Lightning callback, active during fit only: the validate and
+    test passes over the best checkpoint that follow training are not another epoch, and
+    letting them report could prune a trial that has already finished training."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    class FitPruning(PyTorchLightningPruningCallback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.state.fn == "fit":
+                super().on_validation_end(trainer, pl_module)
+
+    return FitPruning(trial, monitor=monitor)
 
 
 def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
@@ -168,15 +261,12 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
         if len(earlier) >= opts.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number} started after {opts.trials} trials")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = model_cls.search_space(trial)
         extra = {}
         if model_cls.neural:
             extra["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-        callbacks = []
-        if model_cls.neural:
-            from optuna_integration import PyTorchLightningPruningCallback
-
-            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=f"val/{monitor}"))
+        callbacks = [pruning_callback(trial, f"val/{monitor}")] if model_cls.neural else []
         config = _run_config(
             opts,
             params=params,
@@ -198,11 +288,13 @@ def run_worker(opts: SweepOptions) -> None:
     """Take trials from the study until it has `opts.trials` finished ones."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(opts)
-    store = ResultsStore(opts.results)
+    store = ResultsStore(results_url(opts))
     objective = make_objective(opts, study.study_name, store)
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     while deadline is None or time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # FAIL and re-queue a dead worker's trial
         counts = _counts(study)
         done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
         if done >= opts.trials:
@@ -237,11 +329,36 @@ def start_workers(opts: SweepOptions) -> None:
         raise BenchError(f"every sweep worker failed (exit codes {codes})")
 
 
+def trials_table(study: optuna.Study) -> tuple[list[str], list[list]]:
+    """Every trial of the study as rows (number, state, value, seconds, worker, params)."""
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    columns = ["trial", "state", "value", "seconds", "worker", "retry_of", *names]
+    rows = [
+        [
+            t.number,
+            t.state.name,
+            t.value,
+            t.duration.total_seconds() if t.duration else None,
+            t.user_attrs.get("worker"),
+            t.system_attrs.get("failed_trial"),
+            *(t.params.get(k) for k in names),
+        ]
+        for t in trials
+    ]
+    return columns, rows
+
+
 def sweep(opts: SweepOptions) -> dict:
     """Search, then train and test the best configuration with `opts.seeds` seeds."""
-    from bench.training.run import execute
-
-    study = open_study(opts)  # validates storage and study before any worker starts
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Everything a user can get wrong fails here, before any data is built or trial run.
+    model_cls = get_model_class(opts.model)
+    check_search_space(opts.model)
+    storage = open_storage(opts)
+    store = ResultsStore(results_url(opts))
+    study = open_study(opts, storage)  # a study made for another sweep is refused here
+    opts = prepare_data(opts)  # built once, not by every worker at the same time
     started = time.perf_counter()
     start_workers(opts)
     counts = _counts(study)
@@ -255,29 +372,31 @@ def sweep(opts: SweepOptions) -> dict:
     best = study.best_trial
     budget = {
         "trials": len(finished),
+        "requested_trials": opts.trials,
         "pruned": counts[TrialState.PRUNED],
         "seconds": sum((t.duration.total_seconds() if t.duration else 0) for t in finished),
         "search_wall_seconds": time.perf_counter() - started,
     }
-    store = ResultsStore(opts.results)
-    model_cls = get_model_class(opts.model)
     params = {k: v for k, v in best.params.items() if k != "lr"}
     extra = {"lr": best.params["lr"]} if "lr" in best.params else {}
+    runs_dir = Path(opts.run.get("runs_dir", "runs")) / "sweeps" / study.study_name
     existing = {
         (r["seed"], r["result"].get("best_trial"))
         for r in store.rows(dataset=opts.dataset, kind="final")
         if r["study"] == study.study_name
     }
+    from bench.training.run import execute  # after the workers: they import it themselves
+
     finals = []
     for seed in range(opts.seeds):
         if (seed, best.number) in existing:
-            continue
+            continue  # a re-run continues: finished final runs are not repeated
         config = _run_config(
             opts,
             params=params,
             seed=seed,
             run_id=f"final-t{best.number}-s{seed}",
-            runs_dir=str(Path(opts.run.get("runs_dir", "runs")) / "sweeps" / study.study_name),
+            runs_dir=str(runs_dir),
             wandb_group=study.study_name,
             **extra,
         )
@@ -290,6 +409,19 @@ def sweep(opts: SweepOptions) -> dict:
         )
         store.add(result, kind="final", study=study.study_name, trial=seed)
         finals.append(result)
+    wandb_dir = None
+    if opts.run.get("wandb"):
+        from bench.tracking import log_table
+
+        columns, rows = trials_table(study)
+        wandb_dir = log_table(
+            f"sweep-{study.study_name}",
+            columns,
+            rows,
+            group=study.study_name,
+            save_dir=runs_dir / "wandb",
+            job_type="sweep",
+        )
     return {
         "study": study.study_name,
         "best_trial": best.number,
@@ -297,11 +429,8 @@ def sweep(opts: SweepOptions) -> dict:
         "best_params": best.params,
         "budget": budget,
         "finals": finals,
+        "wandb_dir": wandb_dir,
     }
-
-
-if __name__ == "__main__":  # a worker process started by start_workers
-    run_worker(SweepOptions(**json.loads(sys.argv[1])))
 
 
 def automl(
@@ -330,3 +459,11 @@ def automl(
     tables = build_tables(store, dataset=dataset, protocol=protocol)
     files = write_leaderboards(tables, leaderboard_dir)
     return {"sweeps": outcomes, "tables": tables, "files": [str(f) for f in files]}
+
+
+if __name__ == "__main__":  # a worker process started by start_workers
+    try:
+        run_worker(SweepOptions(**json.loads(sys.argv[1])))
+    except BenchError as err:  # the message, not a traceback, as the CLI prints it
+        print(f"error: sweep worker {os.getpid()}: {err.render()}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,514 @@
+"""Sweeps for real: Optuna studies in a SQLite file and in PostgreSQL, worker processes,
+a worker killed with SIGKILL, an interrupted sweep re-run, pruning through Lightning,
+exact trial counts, bad input, and `bench automl` end to end. All on a tiny planted data
+set so a trial takes seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import optuna
+import pytest
+import sqlalchemy as sa
+import torch
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.datasets.prepare import prepare
+from bench.models.pop import Pop
+from bench.results import ResultsStore
+from bench.sweep import (
+    FINISHED,
+    SurplusTrial,
+    SweepOptions,
+    make_objective,
+    open_study,
+    results_url,
+    run_worker,
+    sweep,
+)
+from tests.synthetic import planted_sequences
+
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ADAPTER = {"path": "planted.txt", "format": "sequences"}
+PG_URL = os.environ.get("BENCH_TEST_POSTGRES")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A sequence-per-line file with planted transitions, its artifact built once."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "custom").mkdir()
+    items, _ = planted_sequences(n_seq=400, n_items=50, length=12, seed=3)
+    lines = [",".join(str(int(i)) for i in row) for row in items]
+    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    prepare("custom", "user-loo", data_dir=root, cache_dir=root / "cache", adapter_options=ADAPTER)
+    return root
+
+
+def _run_settings(planted, tmp_path, **extra) -> dict:
+    settings = {
+        "data_dir": str(planted),
+        "cache_dir": str(planted / "cache"),
+        "runs_dir": str(tmp_path / "runs"),
+        "max_epochs": 1,
+        "batch_size": 128,
+        "eval_batch_size": 256,
+        "threads": 1,
+        "wandb": False,
+        "adapter_options": dict(ADAPTER),
+    }
+    settings.update(extra)
+    return settings
+
+
+def _opts(planted, tmp_path, model="gru4rec", run=None, **kw) -> SweepOptions:
+    kw.setdefault("storage", str(tmp_path / "optuna.db"))
+    kw.setdefault("results", str(tmp_path / "results.db"))
+    kw.setdefault("study", f"{model}-{uuid.uuid4().hex[:8]}")
+    kw.setdefault("heartbeat", 1)
+    kw.setdefault("seeds", 1)
+    return SweepOptions(
+        model=model,
+        dataset="custom",
+        protocol="user-loo",
+        run=_run_settings(planted, tmp_path, **(run or {})),
+        **kw,
+    )
+
+
+def _cli_args(planted, tmp_path, model, *, study, trials, seeds=1, extra=()) -> list[str]:
+    """`bench sweep` arguments for the planted data (run settings as --set)."""
+    return [
+        "sweep",
+        "--model",
+        model,
+        "--dataset",
+        "custom",
+        "--protocol",
+        "user-loo",
+        "-o",
+        "path=planted.txt",
+        "-o",
+        "format=sequences",
+        "--data-dir",
+        str(planted),
+        "--cache-dir",
+        str(planted / "cache"),
+        "--trials",
+        str(trials),
+        "--seeds",
+        str(seeds),
+        "--storage",
+        str(tmp_path / "optuna.db"),
+        "--results",
+        str(tmp_path / "results.db"),
+        "--study",
+        study,
+        "--set",
+        f"runs_dir={tmp_path / 'runs'}",
+        "--set",
+        "max_epochs=1",
+        "--set",
+        "batch_size=128",
+        "--set",
+        "eval_batch_size=256",
+        "--threads",
+        "1",
+        "--heartbeat",
+        "1",
+        "--no-wandb",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the test server, dropped afterwards (reruns never collide)."""
+    if not PG_URL:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("BENCH_TEST_POSTGRES is not set in CI; scripts/test starts the server")
+        pytest.skip("set BENCH_TEST_POSTGRES=$(scripts/start-postgres) to run PostgreSQL tests")
+    name = f"bench_sweep_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """(study storage, results store): a SQLite file each, or one PostgreSQL database for
+    both (the results store follows a PostgreSQL study storage by default)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "optuna.db"), str(tmp_path / "results.db")
+    return request.getfixturevalue("postgres_url"), None
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    return optuna.storages.RDBStorage(url)
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _study_trials(storage, name: str) -> list:
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # not created yet
+        return []
+
+
+def _check_rows(store: ResultsStore, study: optuna.Study, seeds: int) -> list[dict]:
+    """One trial row per COMPLETE trial (none for failed or pruned ones), no duplicates,
+    and `seeds` final rows of the best trial."""
+    rows = [r for r in store.rows() if r["study"] == study.study_name]
+    trial_rows = [r for r in rows if r["kind"] == "trial"]
+    complete = sorted(t.number for t in study.trials if t.state == TrialState.COMPLETE)
+    assert sorted(r["trial"] for r in trial_rows) == complete
+    assert len({r["run_id"] for r in trial_rows}) == len(trial_rows)
+    assert {r["run_id"] for r in trial_rows} == {f"trial-{n}" for n in complete}
+    finals = [r for r in rows if r["kind"] == "final"]
+    assert sorted(r["seed"] for r in finals) == list(range(seeds))
+    assert {r["result"]["best_trial"] for r in finals} == {study.best_trial.number}
+    return rows
+
+
+# ---------------------------------------------------------------- many workers, one killed
+
+
+def test_two_workers_with_one_killed_finish_the_requested_trials(planted, tmp_path, backend):
+    """Two worker processes share the study; one is SIGKILLed mid-trial. Its trial turns
+    FAIL when its heartbeat goes stale, a copy is retried and completes, and the study
+    ends with exactly the requested number of finished trials and one row per trial."""
+    storage_url, results = backend
+    opts = _opts(
+        planted, tmp_path, trials=3, workers=2, storage=storage_url, results=results, seeds=1
+    )
+    watcher = _storage(storage_url)  # creates the schema before anyone else touches it
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = sweep(opts)
+        except BaseException as err:  # reported by the assertion below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def running_in_a_worker():
+        for t in _study_trials(watcher, opts.study):
+            worker = t.user_attrs.get("worker", "")
+            pid = int(worker.rsplit(":", 1)[1]) if worker else None
+            # "lr" is suggested last: once it is there, the trial is training
+            if t.state == TrialState.RUNNING and pid != os.getpid() and "lr" in t.params:
+                return t.number, pid
+        return None
+
+    victim, pid = _wait_for(running_in_a_worker, 300, "a trial running in a worker")
+    os.kill(pid, signal.SIGKILL)
+    thread.join(600)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+
+    study = optuna.load_study(study_name=opts.study, storage=watcher)
+    trials = study.trials
+    assert sum(t.state in FINISHED for t in trials) == 3
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # 1 epoch: nothing pruned
+    killed = trials[victim]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    # every other failure is a surplus trial a worker started after the count was reached
+    others = [t for t in trials if t.state == TrialState.FAIL and t.number != victim]
+    assert all(t.user_attrs.get("surplus") for t in others)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # both workers took trials
+
+    store = ResultsStore(results_url(opts))
+    _check_rows(store, study, seeds=1)
+    result = outcome["result"]
+    assert result["budget"]["trials"] == 3 and result["budget"]["requested_trials"] == 3
+    assert result["best_trial"] == study.best_trial.number
+    assert result["finals"][0]["metrics"]["test"]["ndcg@10"] > 0
+    if results is None:  # PostgreSQL study storage: the results live in the same database
+        assert store.url == storage_url
+
+
+# ---------------------------------------------------------------- interrupted and re-run
+
+
+def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
+    """`bench sweep` killed mid-trial and run again continues the study: earlier trials
+    are kept, the count grows to the target, no row is written twice, and a third run
+    repeats neither trials nor final runs."""
+    study_name = f"resume-{uuid.uuid4().hex[:8]}"
+    args = _cli_args(planted, tmp_path, "gru4rec", study=study_name, trials=3)
+    watcher = _storage(str(tmp_path / "optuna.db"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def one_done_one_running():
+            trials = _study_trials(watcher, study_name)
+            states = [t.state for t in trials]
+            if proc.poll() is not None:
+                raise AssertionError(f"sweep ended early: {proc.stderr.read().decode()[-2000:]}")
+            ok = TrialState.COMPLETE in states and TrialState.RUNNING in states
+            return trials if ok else None
+
+        _wait_for(one_done_one_running, 300, "one finished and one running trial")
+    finally:
+        proc.kill()
+        proc.wait()
+    before = {
+        t.number: t.datetime_start
+        for t in _study_trials(watcher, study_name)
+        if t.state == TrialState.COMPLETE
+    }
+    rows_before = ResultsStore(tmp_path / "results.db").rows()
+    assert [r["trial"] for r in rows_before] == sorted(before)
+    assert not any(r["kind"] == "final" for r in rows_before)
+
+    runner = CliRunner()
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(study_name=study_name, storage=watcher)
+    assert sum(t.state in FINISHED for t in study.trials) == 3
+    for number, started in before.items():  # continued, not restarted
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].datetime_start == started
+    stale = [
+        t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+    ]
+    assert len(stale) == 1  # the trial the kill interrupted, retried once
+    assert any(t.system_attrs.get("failed_trial") == stale[0].number for t in study.trials)
+    store = ResultsStore(tmp_path / "results.db")
+    rows = _check_rows(store, study, seeds=1)
+    kept = {(r["id"], r["created_at"]) for r in rows_before}
+    assert kept <= {(r["id"], r["created_at"]) for r in rows}  # earlier rows untouched
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len(optuna.load_study(study_name=study_name, storage=watcher).trials) == len(
+        study.trials
+    )
+    assert [(r["id"], r["created_at"]) for r in store.rows()] == [
+        (r["id"], r["created_at"]) for r in rows
+    ]  # no final run repeated, nothing rewritten
+
+
+# ---------------------------------------------------------------- pruning, exact counts
+
+
+def test_lightning_callback_prunes_a_trial_worse_than_the_median(planted, tmp_path):
+    """optuna-integration's Lightning callback reports every epoch's validation metric;
+    a trial below the median of finished trials at epoch 1 is pruned and writes no row."""
+    opts = _opts(planted, tmp_path, trials=4, run={"max_epochs": 3, "patience": 10})
+    study = open_study(opts)
+    for _ in range(3):  # finished trials scoring 1.0 (a perfect NDCG) at every epoch
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}, params={}, distributions={}
+            )
+        )
+    run_worker(opts)
+    trials = study.trials
+    assert len(trials) == 4
+    pruned = trials[3]
+    assert pruned.state == TrialState.PRUNED
+    assert sorted(pruned.intermediate_values) == [0, 1]  # reported after epochs 0 and 1
+    assert all(0 < v < 1 for v in pruned.intermediate_values.values())
+    assert ResultsStore(opts.results).rows() == []
+    run_dir = tmp_path / "runs" / "sweeps" / opts.study / "trial-3"
+    assert not (run_dir / "result.json").exists()
+
+
+def test_a_trial_started_after_the_count_is_reached_is_failed_not_counted(planted, tmp_path):
+    """A worker that starts a trial while others already hold the last slots gets a
+    surplus trial: FAIL, marked, no row; the study keeps exactly the requested count."""
+    opts = _opts(planted, tmp_path, model="pop", trials=2)
+    study = open_study(opts)
+    store = ResultsStore(opts.results)
+    objective = make_objective(opts, study.study_name, store)
+    study.optimize(objective, n_trials=1)  # trial 0 completes
+    study.ask()  # trial 1: running in some other worker
+    study.optimize(objective, n_trials=1, catch=(SurplusTrial,))  # trial 2: one too many
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
+    assert trials[2].user_attrs["surplus"] is True
+    assert [r["trial"] for r in store.rows()] == [0]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def stored(planted, tmp_path_factory):
+    """A finished pop sweep: its study and rows must survive every bad command below."""
+    tmp = tmp_path_factory.mktemp("stored")
+    opts = _opts(planted, tmp, model="pop", trials=2, study="kept")
+    sweep(opts)
+    return tmp
+
+
+def _snapshot(tmp) -> tuple:
+    storage = _storage(str(tmp / "optuna.db"))
+    studies = sorted(optuna.get_all_study_names(storage=storage))
+    trials = [
+        (t.number, t.state, t.value)
+        for t in optuna.load_study(study_name="kept", storage=storage).trials
+    ]
+    rows = [
+        (r["id"], r["run_id"], r["created_at"]) for r in ResultsStore(tmp / "results.db").rows()
+    ]
+    return studies, trials, rows
+
+
+def _assert_user_error(out, *messages):
+    assert out.exit_code == 2, out.output
+    text = " ".join(out.output.split())  # rich wraps long messages
+    for message in messages:
+        assert message in text, out.output
+    assert "Traceback" not in out.output
+    assert isinstance(out.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "model, extra, messages",
+    [
+        ("pop", ["--storage", "mysql://u@localhost/db"], ["unknown storage scheme 'mysql'"]),
+        (
+            "pop",
+            ["--storage", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=3"],
+            ["cannot open the study storage", "--storage"],
+        ),
+        ("sknn", ["--study", "kept"], ["study 'kept' was created for model 'pop'", "--study"]),
+        (
+            "pop",
+            ["--study", "kept", "--protocol", "session-time"],
+            ["study 'kept' was created for protocol 'user-loo'"],
+        ),
+        ("pop", ["--protocol", "nosuch"], ["unknown protocol 'nosuch'"]),
+    ],
+)
+def test_bad_sweep_input_is_a_clear_error_and_loses_nothing(
+    planted, stored, model, extra, messages
+):
+    before = _snapshot(stored)
+    args = _cli_args(planted, stored, model, study="other", trials=2)
+    for i in range(0, len(extra), 2):  # a later option overrides the default one
+        if extra[i] in args:
+            args[args.index(extra[i]) + 1] = extra[i + 1]
+        else:
+            args += extra[i : i + 2]
+    out = CliRunner().invoke(app, args)
+    _assert_user_error(out, *messages)
+    assert _snapshot(stored) == before
+
+
+def _suggests_unknown(trial):
+    return {"bogus": trial.suggest_int("bogus", 1, 3)}
+
+
+def _raises(trial):
+    raise RuntimeError("no such distribution")
+
+
+@pytest.mark.parametrize(
+    "space, messages",
+    [
+        (_suggests_unknown, ["search space of model 'pop' suggests unknown", "bogus"]),
+        (_raises, ["search space of model 'pop' cannot be sampled", "no such distribution"]),
+    ],
+)
+def test_a_search_space_that_cannot_be_sampled_is_named(
+    planted, stored, monkeypatch, space, messages
+):
+    monkeypatch.setattr(Pop, "search_space", staticmethod(space))
+    before = _snapshot(stored)
+    out = CliRunner().invoke(app, _cli_args(planted, stored, "pop", study="broken", trials=2))
+    _assert_user_error(out, *messages)
+    assert _snapshot(stored) == before  # no study "broken" was created either
+
+
+def test_bad_hyperparameter_value_in_a_search_space_is_named(planted, stored, monkeypatch):
+    from bench.models.sknn import SKNN
+
+    monkeypatch.setattr(SKNN, "search_space", staticmethod(lambda trial: {"k": 0}))
+    out = CliRunner().invoke(app, _cli_args(planted, stored, "sknn", study="broken", trials=2))
+    _assert_user_error(out, "search space of model 'sknn' suggests a bad value", "sknn.k")
+
+
+def test_leaderboard_of_an_empty_store_is_a_clear_error(tmp_path):
+    out = CliRunner().invoke(
+        app,
+        ["leaderboard", "--results", str(tmp_path / "empty.db"), "--out", str(tmp_path / "lb")],
+    )
+    _assert_user_error(out, "has no results", "bench run")
+    assert not (tmp_path / "lb").exists()
+
+
+# ---------------------------------------------------------------- automl end to end
+
+
+def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(planted, tmp_path):
+    args = _cli_args(planted, tmp_path, "unused", study="unused", trials=2, seeds=2)
+    for option in ("--model", "--study"):  # automl names its own studies
+        i = args.index(option)
+        del args[i : i + 2]
+    args[0] = "automl"
+    args += ["--models", "pop,sknn", "--out", str(tmp_path / "lb")]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+
+    stem = tmp_path / "lb" / "custom__user-loo__any"
+    markdown = (stem.with_suffix(".md")).read_text()
+    lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
+    assert {"pop", "sknn"} <= set(lines)
+    assert "2 trials" in lines["pop"] and "2 trials" in lines["sknn"]
+    assert "0,1" in lines["sknn"]  # both seeds
+    assert "pop" in stem.with_suffix(".csv").read_text()
+    assert "sknn" in (tmp_path / "lb" / "index.html").read_text()
+
+    finals = ResultsStore(tmp_path / "results.db").rows(kind="final")
+    assert sorted((r["model"], r["seed"]) for r in finals) == [
+        ("pop", 0),
+        ("pop", 1),
+        ("sknn", 0),
+        ("sknn", 1),
+    ]
+    for r in finals:
+        assert r["result"]["budget"]["trials"] == 2
+        assert r["result"]["budget"]["seconds"] > 0
+    storage = _storage(str(tmp_path / "optuna.db"))
+    names = sorted(optuna.get_all_study_names(storage=storage))
+    assert names == ["pop-custom-user-loo-any", "sknn-custom-user-loo-any"]
+    assert not list((tmp_path / "runs").rglob("wandb"))  # --no-wandb means no W&B files

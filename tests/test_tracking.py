@@ -1,0 +1,314 @@
+"""W&B tracking, offline by default: real runs write offline run files that hold the
+logged config, per-epoch and final metrics; a sweep and a leaderboard log their tables
+as wandb.Table. Every W&B endpoint and proxy points at a local listener, which must
+never see a connection."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+from wandb.proto import wandb_internal_pb2 as pb
+
+from bench.cli import app
+from bench.datasets.prepare import prepare
+from bench.leaderboard import COLUMNS
+from bench.sweep import SweepOptions, sweep
+from bench.training.config import RunConfig
+from bench.training.run import execute
+from tests.synthetic import planted_sequences
+
+torch.set_num_threads(1)
+
+ADAPTER = {"path": "planted.txt", "format": "sequences"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "custom").mkdir()
+    items, _ = planted_sequences(n_seq=300, n_items=40, length=10, seed=5)
+    lines = [",".join(str(int(i)) for i in row) for row in items]
+    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    prepare("custom", "user-loo", data_dir=root, cache_dir=root / "cache", adapter_options=ADAPTER)
+    return root
+
+
+@pytest.fixture(scope="module")
+def listener(tmp_path_factory):
+    """W&B's server URL and the HTTP(S) proxies all lead to a local socket that counts
+    the connections it gets; W&B's folders live under tmp; WANDB_MODE is unset so that
+    offline has to be the default."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    hits: list[str] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            hits.append(str(peer))
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    home = tmp_path_factory.mktemp("wandb-home")
+    env = {
+        "WANDB_BASE_URL": url,
+        "HTTP_PROXY": url,
+        "HTTPS_PROXY": url,
+        "http_proxy": url,
+        "https_proxy": url,
+        "WANDB_DIR": home / "dir",
+        "WANDB_CACHE_DIR": home / "cache",
+        "WANDB_CONFIG_DIR": home / "config",
+        "WANDB_DATA_DIR": home / "data",
+        "WANDB_ARTIFACT_DIR": home / "artifacts",
+        "WANDB_SILENT": "true",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, str(value))
+        for key in ("WANDB_MODE", "WANDB_API_KEY", "NO_PROXY", "no_proxy"):
+            mp.delenv(key, raising=False)
+        yield hits
+    stop.set()
+    server.close()
+    thread.join(2)
+
+
+@pytest.fixture
+def offline(listener):
+    yield
+    assert listener == [], f"W&B tried the network: {listener}"
+
+
+def _config(planted, tmp_path, model, **extra) -> RunConfig:
+    settings = {
+        "model": model,
+        "dataset": "custom",
+        "protocol": "user-loo",
+        "data_dir": str(planted),
+        "cache_dir": str(planted / "cache"),
+        "runs_dir": str(tmp_path / "runs"),
+        "max_epochs": 2,
+        "patience": 10,
+        "batch_size": 128,
+        "eval_batch_size": 256,
+        "threads": 1,
+        "adapter_options": dict(ADAPTER),
+    }
+    settings.update(extra)
+    return RunConfig(**settings)
+
+
+# ---------------------------------------------------------------- reading offline runs
+
+
+def _chunks(path: Path):
+    """The records of a .wandb transaction log (LevelDB log format: 32 KiB blocks of
+    7-byte-headed chunks after a 7-byte ':W&B' file header)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:  # full
+            yield chunk
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        elif kind == 4:  # last
+            yield pending + chunk
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def read_offline_run(run_dir: Path, timeout: float = 60) -> dict:
+    """run (project, name, group), config, history rows and summary of one offline run.
+
+    W&B's service writes the log in the background and may still be flushing it when
+    `finish()` has returned, so read until the run's exit record is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = _read_log(run_dir)
+        if out["exited"] or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def _read_log(run_dir: Path) -> dict:
+    (log,) = run_dir.glob("run-*.wandb")
+    out = {"run": None, "config": {}, "history": [], "summary": {}, "exited": False}
+    for data in _chunks(log):
+        record = pb.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            out["run"] = {
+                "project": run.project,
+                "name": run.display_name,
+                "group": run.run_group,
+                "job_type": run.job_type,
+            }
+            out["config"].update({_key(i): json.loads(i.value_json) for i in run.config.update})
+        elif kind == "config":
+            out["config"].update({_key(i): json.loads(i.value_json) for i in record.config.update})
+        elif kind == "history":
+            out["history"].append({_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            out["summary"].update(
+                {_key(i): json.loads(i.value_json) for i in record.summary.update}
+            )
+        elif kind == "exit":
+            out["exited"] = True
+    return out
+
+
+def _offline_runs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("offline-run-*"))
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path, offline):
+    config = _config(
+        planted, tmp_path, "gru4rec", wandb=True, lr=0.01, params={"embedding_dim": 16}
+    )
+    result = execute(config, progress=False)
+    run_dir = Path(result["wandb_dir"]).parent
+    assert run_dir.name.startswith("offline-run-")  # offline without WANDB_MODE set
+    assert Path(result["run_dir"]) in run_dir.parents  # under the run's own folder
+    logged = read_offline_run(run_dir)
+
+    assert logged["run"]["project"] == "bench"
+    assert logged["run"]["name"] == logged["run"]["group"] == result["run_id"]
+    assert logged["config"]["model"] == "gru4rec"
+    assert logged["config"]["hyperparameters"]["embedding_dim"] == 16
+    assert logged["config"]["hyperparameters"] == result["hyperparameters"]
+    assert logged["config"]["run_config"]["lr"] == 0.01
+    assert logged["config"]["protocol_hash"] == result["protocol_hash"]
+
+    per_epoch = [h for h in logged["history"] if "val/ndcg@10" in h]
+    assert {h["epoch"] for h in per_epoch} >= {0, 1}  # one validation row per epoch
+    assert max(h["val/ndcg@10"] for h in per_epoch) == pytest.approx(
+        result["metrics"]["valid"]["ndcg@10"]
+    )
+    for split in ("valid", "test"):
+        for metric in ("hr@10", "ndcg@10", "mrr@20"):
+            assert logged["summary"][f"{split}/{metric}"] == pytest.approx(
+                result["metrics"][split][metric]
+            )
+
+
+def test_baseline_run_logs_config_and_final_metrics(planted, tmp_path, offline):
+    config = _config(planted, tmp_path, "sknn", wandb=True, wandb_group="my-group")
+    result = execute(config, progress=False)
+    (run_dir,) = _offline_runs(Path(result["run_dir"]) / "wandb")
+    logged = read_offline_run(run_dir)
+    assert logged["run"]["group"] == "my-group"
+    assert logged["config"]["model"] == "sknn"
+    assert logged["config"]["hyperparameters"]["k"] == result["hyperparameters"]["k"] == 100
+    assert logged["summary"]["test/ndcg@10"] == pytest.approx(result["metrics"]["test"]["ndcg@10"])
+    assert logged["summary"]["valid/hr@20"] == pytest.approx(result["metrics"]["valid"]["hr@20"])
+
+
+def test_wandb_off_writes_no_wandb_files(planted, tmp_path, offline):
+    result = execute(_config(planted, tmp_path, "pop", wandb=False), progress=False)
+    assert "wandb_dir" not in result
+    assert not list(Path(result["run_dir"]).rglob("*wandb*"))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _table_file(run_dir: Path, name: str) -> dict:
+    (path,) = (run_dir / "files" / "media" / "table").glob(f"{name}_*.table.json")
+    return json.loads(path.read_text())
+
+
+def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
+    study = f"pop-{uuid.uuid4().hex[:8]}"
+    opts = SweepOptions(
+        model="pop",
+        dataset="custom",
+        protocol="user-loo",
+        trials=2,
+        seeds=1,
+        study=study,
+        storage=str(tmp_path / "optuna.db"),
+        results=str(tmp_path / "results.db"),
+        run={
+            "data_dir": str(planted),
+            "cache_dir": str(planted / "cache"),
+            "runs_dir": str(tmp_path / "runs"),
+            "threads": 1,
+            "wandb": True,
+            "adapter_options": dict(ADAPTER),
+        },
+    )
+    outcome = sweep(opts)
+
+    # every trial and final run is a W&B run in the study's group
+    runs = [read_offline_run(d) for d in _offline_runs(tmp_path / "runs" / "sweeps" / study)]
+    by_job = {}
+    for r in runs:
+        by_job.setdefault(r["run"]["job_type"], []).append(r)
+    assert sorted(r["run"]["name"] for r in by_job[""]) == ["final-t0-s0", "trial-0", "trial-1"]
+    assert {r["run"]["group"] for r in runs} == {study}
+
+    # the sweep's table: one row per trial
+    (sweep_run,) = by_job["sweep"]
+    logged = [h[f"sweep-{study}/path"] for h in sweep_run["history"] if f"sweep-{study}/path" in h]
+    assert len(logged) == 1 and logged[0].startswith("media/table/")
+    table = json.loads((Path(outcome["wandb_dir"]) / logged[0]).read_text())
+    assert table["columns"][:6] == ["trial", "state", "value", "seconds", "worker", "retry_of"]
+    assert [row[:2] for row in table["data"]] == [[0, "COMPLETE"], [1, "COMPLETE"]]
+    assert table["data"][0][2] == pytest.approx(outcome["best_value"])
+
+    # the leaderboard's table
+    out = CliRunner().invoke(
+        app,
+        [
+            "leaderboard",
+            "--results",
+            str(tmp_path / "results.db"),
+            "--out",
+            str(tmp_path / "lb"),
+            "--wandb",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    (board_dir,) = _offline_runs(tmp_path / "lb" / "wandb")
+    board = read_offline_run(board_dir)
+    assert board["run"]["job_type"] == "leaderboard"
+    table = _table_file(board_dir, "leaderboard-custom-user-loo-any")
+    assert table["columns"] == COLUMNS
+    assert [row[0] for row in table["data"]] == ["pop"]
+    assert table["data"][0][COLUMNS.index("budget")].startswith("2 trials")
