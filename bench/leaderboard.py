@@ -51,8 +51,13 @@ def _pick_rows(rows: list[dict], monitor: str) -> list[dict]:
     with the best mean validation score (chosen on valid, never on test)."""
     finals = [r for r in rows if r["kind"] == "final"]
     if finals:
-        latest = max(finals, key=lambda r: r["created_at"])["study"]
-        return [r for r in finals if r["study"] == latest]
+        latest = max(finals, key=lambda r: r["created_at"])
+        best = latest["result"].get("best_trial")  # a continued study may find a new best
+        return [
+            r
+            for r in finals
+            if r["study"] == latest["study"] and r["result"].get("best_trial") == best
+        ]
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         if r["kind"] == "run":

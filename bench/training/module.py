@@ -43,7 +43,9 @@ class SequenceTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.model.training_loss(batch, self.criterion)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["targets"].numel())
+        self.log(
+            "train/loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["targets"].numel()
+        )
         return loss
 
     def _ranks(self, batch) -> torch.Tensor:
