@@ -37,7 +37,8 @@ run cut short still leaves what it measured:
 The GPU image has PyTorch, Triton, Lightning and torch-geometric but neither polars nor
 pydantic; this script imports no data layer, and builds model configs directly, so
 pydantic is never used (a placeholder satisfies the registry's import when it is absent).
-Peak GPU memory: about 20 GB (the plain loop's 2,048 x 4.16M bf16 scores are 17 GB).
+Peak GPU memory: about 30 GB (the plain loop holds 2,048 x 4.16M bf16 scores, 17 GB, and
+their bool mask, 8.5 GB).
 """
 
 from __future__ import annotations
