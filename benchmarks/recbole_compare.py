@@ -191,7 +191,9 @@ def recbole_data_file(python: Path) -> Path:
     return Path(out.stdout.strip()) / "dataset_example" / "ml-100k" / "ml-100k.inter"
 
 
-def run_recbole(python: Path, pair: Pair, epochs: int, workdir: Path, batches: int) -> dict:
+def run_recbole(
+    python: Path, pair: Pair, epochs: int, workdir: Path, batches: int, anomaly: str = "shipped"
+) -> dict:
     cmd = [
         str(python),
         str(ROOT / "benchmarks" / "recbole_worker.py"),
@@ -205,6 +207,8 @@ def run_recbole(python: Path, pair: Pair, epochs: int, workdir: Path, batches: i
         "1",
         "--batches",
         str(batches),
+        "--anomaly",
+        anomaly,
     ]
     for key, value in pair.recbole_settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
@@ -305,6 +309,13 @@ def main() -> None:
         help="time only the first N of the 48 batches of each epoch and extrapolate (0 = all)",
     )
     parser.add_argument("--models", default=",".join(p.bench for p in MODELS) + ",gnn_lstm,gcsan")
+    parser.add_argument(
+        "--recbole-anomaly",
+        choices=("shipped", "off"),
+        default="shipped",
+        help="RecBole 1.2.1 switches autograd anomaly detection on when its models are "
+        "imported (sine.py); 'off' times RecBole with it switched back off",
+    )
     parser.add_argument("--venv", type=Path, default=VENV)
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
     parser.add_argument("--out", type=Path, default=PEERS / "recbole_compare.json")
@@ -324,7 +335,8 @@ def main() -> None:
     print(
         f"{info['nproc']} CPU(s), {info['cpu']}, load {info['load_average']}; 1 torch thread, "
         f"OMP_NUM_THREADS=1 on both sides; {args.epochs} epoch(s) each, "
-        f"{f'first {args.batches} batches timed, extrapolated' if args.batches else 'whole'}",
+        f"{f'first {args.batches} batches timed, extrapolated' if args.batches else 'whole'}; "
+        f"RecBole anomaly detection: {args.recbole_anomaly}",
         flush=True,
     )
     print(f"data: RecBole {theirs}\n      bench   {ours}  (byte-identical: {same})")
@@ -346,7 +358,9 @@ def main() -> None:
             for side in order:
                 try:
                     if side == "recbole":
-                        out = run_recbole(python, pair, args.epochs, work, args.batches)
+                        out = run_recbole(
+                            python, pair, args.epochs, work, args.batches, args.recbole_anomaly
+                        )
                         mrr = out["valid_metrics"].get("mrr@10")
                     else:
                         out = run_bench(
@@ -427,6 +441,7 @@ def main() -> None:
                 "machine": info,
                 "command": command,
                 "same_data_file": same,
+                "recbole_anomaly": args.recbole_anomaly,
                 "failed": failed,
                 "rows": rows,
                 "bench_only": bench_only,

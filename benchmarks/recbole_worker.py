@@ -60,6 +60,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", type=int, default=0, help="batches per epoch (0 = all)")
+    parser.add_argument(
+        "--anomaly",
+        choices=("shipped", "off"),
+        default="shipped",
+        help="RecBole 1.2.1 turns autograd anomaly detection on when it imports its models "
+        "(sequential_recommender/sine.py); 'off' turns it back off after that import",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     args = parser.parse_args()
 
@@ -111,7 +118,11 @@ def main() -> None:
     dataset = create_dataset(config)
     train_data, valid_data, _ = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model_class = get_model(config["model"])  # imports every sequential model, sine.py too
+    anomaly_as_shipped = torch.is_anomaly_enabled()
+    if args.anomaly == "off":
+        torch.autograd.set_detect_anomaly(False)
+    model = model_class(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     setup_seconds = time.perf_counter() - start
 
@@ -136,6 +147,8 @@ def main() -> None:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "anomaly_detection_as_shipped": anomaly_as_shipped,
+        "anomaly_detection": torch.is_anomaly_enabled(),
         "train_examples": len(train_set),
         "valid_examples": len(valid_data._dataset),
         "n_items": int(dataset.item_num) - 1,  # RecBole's row 0 is padding
