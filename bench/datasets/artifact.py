@@ -36,6 +36,12 @@ meta.json        format, dataset, synthetic, has_time, protocol, protocol_versio
 The folder is written under a temporary name and renamed into place, so a killed
 prepare leaves no half artifact; a folder whose files do not match meta.json is
 treated as corrupt and rebuilt.
+
+Parquet encodings (any Parquet reader reads them): DELTA_BINARY_PACKED for the sorted or
+per-sequence increasing columns (seq, ts, pos, start), dictionary for the UInt8 codes
+(behavior, split), plain for the rest, no compression: at 100M events this writes about
+as small a file as LZ4 in half the CPU time. Files are written (and hashed) in background
+threads while the caller computes the rest of meta.json.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import shutil
 import socket
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,11 +101,14 @@ def read_meta(path: str | Path) -> dict:
         ) from None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    """sha256 of a whole file (large blocks: hashlib releases the GIL while it hashes)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()
 
 
@@ -233,6 +243,75 @@ def _write_error(exc: BaseException, folder: Path) -> BenchError:
     )
 
 
+DELTA_COLUMNS = ("seq", "ts", "pos", "start")  # sorted or increasing within a sequence
+WRITER_THREADS = 2
+
+
+def write_table(frame: pl.DataFrame, file: Path) -> dict[str, Any]:
+    """One Parquet file with the encodings of the module docstring; its size, sha256, rows."""
+    delta = {
+        c: "DELTA_BINARY_PACKED"
+        for c, dtype in frame.schema.items()
+        if c in DELTA_COLUMNS and dtype.is_integer()
+    }
+    codes = [c for c, dtype in frame.schema.items() if dtype == pl.UInt8]
+    frame.write_parquet(
+        file,
+        compression="uncompressed",
+        statistics=False,
+        use_pyarrow=True,
+        pyarrow_options={"use_dictionary": codes or False, "column_encoding": delta or None},
+    )
+    return {"size": file.stat().st_size, "sha256": sha256_of(file), "rows": frame.height}
+
+
+class Writer:
+    """An artifact being written: `add` each table (written and hashed in the background),
+    then `commit(meta)` writes meta.json last and renames the folder into place.
+
+    Used as a context manager: leaving it without a commit (an error, Ctrl-C) removes the
+    temporary folder; a full disk is a clear BenchError.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.final = Path(folder)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.temp = _temp_name(TEMP_PREFIX, self.final)
+        self.pending: dict[str, Future] = {}
+        self.pool: ThreadPoolExecutor | None = None
+        self.done = False
+
+    def __enter__(self) -> Writer:
+        try:
+            self.temp.mkdir()
+        except OSError as exc:
+            raise _write_error(exc, self.final) from exc
+        self.pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="artifact")
+        return self
+
+    def add(self, stem: str, frame: pl.DataFrame) -> None:
+        assert self.pool is not None, "use Writer as a context manager"
+        name = f"{stem}.parquet"
+        self.pending[name] = self.pool.submit(write_table, frame, self.temp / name)
+
+    def commit(self, meta: dict[str, Any]) -> Path:
+        try:
+            files = {name: job.result() for name, job in self.pending.items()}
+            body = {**meta, "format": FORMAT, "files": files}
+            (self.temp / META).write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
+            _install(self.temp, self.final)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise _write_error(exc, self.final) from exc
+        self.done = True
+        return self.final
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if not self.done:
+            _remove(self.temp)
+
+
 def write(folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, Any]) -> Path:
     """Write `tables` ({file stem: frame}) and meta.json atomically as `folder`.
 
@@ -240,29 +319,10 @@ def write(folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, A
     is written last; the folder is then renamed into place. On any failure the temporary
     folder is removed; a full disk is a clear BenchError.
     """
-    final = Path(folder)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_name(TEMP_PREFIX, final)
-    try:
-        temp.mkdir()
-        files = {}
+    with Writer(folder) as out:
         for stem, frame in tables.items():
-            name = f"{stem}.parquet"
-            frame.write_parquet(temp / name, compression="lz4", statistics=False)
-            files[name] = {
-                "size": (temp / name).stat().st_size,
-                "sha256": sha256_of(temp / name),
-                "rows": frame.height,
-            }
-        body = {**meta, "format": FORMAT, "files": files}
-        (temp / META).write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
-        _install(temp, final)
-    except BaseException as exc:
-        _remove(temp)
-        if isinstance(exc, OSError | pl.exceptions.PolarsError):
-            raise _write_error(exc, final) from exc
-        raise
-    return final
+            out.add(stem, frame)
+        return out.commit(meta)
 
 
 def _install(temp: Path, final: Path) -> None:

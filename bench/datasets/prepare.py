@@ -132,33 +132,36 @@ def prepare(
 
     built = proto.build(frame, resolved, info)
     built.negatives = negatives_for(built, resolved)
-    n_items, n_categories = built.items.height, built.categories.height
-    counts = split_counts(built.events, built.examples, n_categories)
-    meta = {
-        "dataset": dataset,
-        "synthetic": info.synthetic,
-        "has_time": info.has_time,
-        "protocol": proto.name,
-        "protocol_version": proto.version,
-        "params": resolved.model_dump(mode="json"),
-        "hash": key,
-        "adapter_options": options,
-        "raw_files": raw,
-        "counts": counts,
-        "drops": built.drops,
-        "target_drop_fraction": built.info.get("target_drop_fraction", {}),
-        "n_items": n_items,
-        "n_categories": n_categories,
-        "max_len": resolved.max_len,
-        "info": built.info,
-        "versions": _versions(proto.version),
-        "created_at": datetime.now(UTC).isoformat(),
-    }
     tables = {
-        "events": built.events,
+        "events": built.events,  # the largest file first: it is written the longest
         **built.examples,
         "items": built.items,
         "categories": built.categories,
         **{f"negatives_{s}": frame for s, frame in built.negatives.items()},
     }
-    return artifact.write(folder, tables, meta)
+    with artifact.Writer(folder) as out:
+        for stem, table in tables.items():
+            out.add(stem, table)  # written in the background while the counts are made
+        n_items, n_categories = built.items.height, built.categories.height
+        counts = split_counts(built.events, built.examples, n_categories)
+        meta = {
+            "dataset": dataset,
+            "synthetic": info.synthetic,
+            "has_time": info.has_time,
+            "protocol": proto.name,
+            "protocol_version": proto.version,
+            "params": resolved.model_dump(mode="json"),
+            "hash": key,
+            "adapter_options": options,
+            "raw_files": raw,
+            "counts": counts,
+            "drops": built.drops,
+            "target_drop_fraction": built.info.get("target_drop_fraction", {}),
+            "n_items": n_items,
+            "n_categories": n_categories,
+            "max_len": resolved.max_len,
+            "info": built.info,
+            "versions": _versions(proto.version),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        return out.commit(meta)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -25,6 +26,7 @@ from bench.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
 TRAIN, VALID, TEST = 0, 1, 2
+NONE = 255  # example code of a row that is no target
 BUY = 4  # behaviour index of a purchase (schema.BEHAVIOR_INDEX["buy"])
 MS_PER_DAY = 86_400_000
 
@@ -205,7 +207,7 @@ def load_events(
     if with_row:
         frame = frame.with_row_index("row")
         cols.insert(0, pl.col("row"))
-    df = collect(frame.select(cols), data)
+    df = contiguous(collect(frame.select(cols), data))
     drops: dict[str, int] = {}
     if df.height == 0:
         raise DataError("the data set has no rows", hint="check that the raw files are not empty")
@@ -243,6 +245,15 @@ def load_events(
     if missing:
         df = df.filter(pl.col("item").is_not_null())
     return df, drops
+
+
+def contiguous(df: pl.DataFrame) -> pl.DataFrame:
+    """Each column in one chunk (a streaming read yields hundreds), so that NumPy views are
+    free; one column at a time, to add at most one column to the peak memory."""
+    for name in df.columns:
+        if df[name].n_chunks() > 1:
+            df = df.with_columns(df[name].rechunk())
+    return df
 
 
 def drop_missing_time(df: pl.DataFrame, drops: dict[str, int]) -> pl.DataFrame:
@@ -311,16 +322,16 @@ def iso(ms: int, tz: str) -> str:
 # ---------------------------------------------------------------- remapping
 
 
-def index_lookup(values: pl.Series, keys: pl.Series) -> pl.Series:
-    """For each value, 1 + its position in `keys` (UInt32), null where it is not a key.
+def index_codes(values: pl.Series, keys: pl.Series) -> pl.Series:
+    """For each value, 1 + its position in `keys` (UInt32); 0 where it is not a key or null.
 
     Non-negative integer ids of modest range use a dense lookup table (a gather, the fast
     path for 100M-row files); anything else a hash join.
     """
     n = len(values)
     if keys.len() == 0:
-        return pl.Series(values.name, [None] * n, dtype=pl.UInt32)
-    if values.dtype.is_integer() and keys.dtype.is_integer():
+        return pl.Series(values.name, np.zeros(n, dtype=np.uint32))
+    if values.dtype.is_integer() and keys.dtype.is_integer() and values.null_count() < n:
         lo = min(values.min(), keys.min())  # type: ignore[type-var]
         hi = max(values.max(), keys.max())  # type: ignore[type-var]
         if lo >= 0 and hi < 4 * (n + len(keys)) + 1_000_000:
@@ -328,50 +339,79 @@ def index_lookup(values: pl.Series, keys: pl.Series) -> pl.Series:
             table[keys.to_numpy()] = np.arange(1, len(keys) + 1, dtype=np.uint32)
             # a Polars gather takes UInt32 indices as they are (NumPy would widen them)
             found = pl.Series(values.name, table).gather(values.cast(pl.UInt32))
-            return found.set(found == 0, None) if (found == 0).any() else found
+            return found.fill_null(0) if found.null_count() else found
     keyed = pl.DataFrame({"k": keys.cast(values.dtype)}).with_row_index("i", offset=1)
     out = values.to_frame("k").join(keyed, on="k", how="left", maintain_order="left")
-    return out["i"].cast(pl.UInt32).alias(values.name)
+    return out["i"].cast(pl.UInt32).fill_null(0).alias(values.name)
+
+
+def index_lookup(values: pl.Series, keys: pl.Series) -> pl.Series:
+    """For each value, 1 + its position in `keys` (UInt32), null where it is not a key."""
+    found = index_codes(values, keys)
+    return found.set(found == 0, None) if (found == 0).any() else found
 
 
 def raw_text(series: pl.Series) -> pl.Series:
     return series.cast(pl.String)
 
 
-def category_vocab(raw: pl.Series) -> pl.Series:
-    """Sorted distinct non-null raw categories: index = position + 1, 0 = unknown."""
+def category_vocab(raw: pl.Series, mask: np.ndarray | None = None) -> pl.Series:
+    """Sorted distinct non-null raw categories (of `mask` rows): index = position + 1,
+    0 = unknown. Small non-negative ints use a presence count, anything else a hash."""
+    if raw.dtype.is_integer() and raw.null_count() == 0:
+        return support(raw, mask)["item"].sort().alias(raw.name)
+    if mask is not None:
+        raw = raw.filter(pl.Series(mask))
     return raw.drop_nulls().unique().sort()  # hash-based: categories are few
 
 
 def category_index(values: pl.Series, vocab: pl.Series) -> pl.Series:
-    return index_lookup(values, vocab).fill_null(0)
+    return index_codes(values, vocab)
 
 
-CHUNK_ROWS = 1 << 23  # rows per NumPy chunk: bounds the temporary index copies
+# Rows per NumPy chunk: bounds the temporary copies, and keeps them under glibc's mmap
+# threshold so that the allocator reuses their pages instead of faulting in fresh ones.
+CHUNK_ROWS = 1 << 20
+SMALL_RANGE = 8  # value ranges counted by comparisons rather than bincount
 
 
 def chunked_bincount(values: np.ndarray, size: int, mask: np.ndarray | None) -> np.ndarray:
-    """np.bincount(values[mask], minlength=size), in chunks (bincount widens to int64)."""
+    """np.bincount(values[mask], minlength=size), in chunks (bincount widens to int64).
+
+    A few distinct codes are counted by comparisons (no widening at all); a large `size`
+    gets chunks of several times its rows, as each chunk's bincount zeroes `size` counts.
+    """
+    if mask is None and size <= SMALL_RANGE and values.dtype.kind in "ui":
+        return np.array([np.count_nonzero(values == v) for v in range(size)], dtype=np.int64)
     out = np.zeros(size, dtype=np.int64)
-    for lo in range(0, len(values), CHUNK_ROWS):
-        part = values[lo : lo + CHUNK_ROWS]
+    step = max(CHUNK_ROWS, 4 * size)
+    for lo in range(0, len(values), step):
+        part = values[lo : lo + step]
         if mask is not None:
-            part = part[mask[lo : lo + CHUNK_ROWS]]
+            part = part[mask[lo : lo + step]]
         out += np.bincount(part, minlength=size)[:size]
     return out
 
 
 def first_rows(values: np.ndarray, size: int, mask: np.ndarray | None) -> np.ndarray:
-    """For each value in 0..size-1, the first row holding it (among `mask` rows), else -1."""
+    """For each value in 0..size-1, the first row holding it (among `mask` rows), else -1.
+
+    A chunked scatter-min of row numbers (ufunc.at, which is exact for repeated indices),
+    in UInt32 while the rows fit: no sort, no hash, a few bytes of temporary per row.
+    """
     n = len(values)
-    first = np.full(size, n, dtype=np.int64)
+    dtype = np.uint32 if n < 2**32 - 1 else np.uint64
+    first = np.full(size, n, dtype=dtype)
     for lo in range(0, n, CHUNK_ROWS):
-        rows = np.arange(lo, min(n, lo + CHUNK_ROWS), dtype=np.int64)
+        rows = np.arange(lo, min(n, lo + CHUNK_ROWS), dtype=dtype)
+        part = values[lo : lo + CHUNK_ROWS]
         if mask is not None:
-            rows = rows[mask[lo : lo + CHUNK_ROWS]]
-        np.minimum.at(first, values[rows], rows)
-    first[first == n] = -1
-    return first
+            keep = mask[lo : lo + CHUNK_ROWS]
+            rows, part = rows[keep], part[keep]
+        np.minimum.at(first, part, rows)
+    out = first.astype(np.int64)
+    out[first == n] = -1
+    return out
 
 
 def item_table(
@@ -400,12 +440,22 @@ def item_table(
     if seen.any():
         picked = category.gather(first[seen])
         raw_category = raw_category.scatter(np.flatnonzero(seen), picked)
+    return items_frame(
+        vocab, category_index(raw_category, categories), categories, pl.Series(counts)
+    )
+
+
+def items_frame(
+    vocab: pl.Series, category: pl.Series, categories: pl.Series, train_count: pl.Series
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """items.parquet and categories.parquet from per-item columns aligned with `vocab`:
+    the category index (0 = unknown) and the training support."""
     items = pl.DataFrame(
         {
-            "item": pl.Series(np.arange(1, size, dtype=np.uint32)),
+            "item": pl.Series(np.arange(1, len(vocab) + 1, dtype=np.uint32)),
             "raw_item": raw_text(vocab),
-            "category": category_index(raw_category, categories).cast(pl.UInt32),
-            "train_count": pl.Series(counts.astype(np.uint64)),
+            "category": category.cast(pl.UInt32),
+            "train_count": train_count.cast(pl.UInt64),
         }
     )
     cats = pl.DataFrame(
@@ -425,19 +475,63 @@ def sequence_index(keys: pl.Expr) -> pl.Expr:
     return (keys != keys.shift(1)).fill_null(True).cum_sum().cast(pl.UInt32) - 1
 
 
+def _plain_ints(series: pl.Series) -> bool:
+    """Numeric without nulls: its NumPy view is exact (nulls would turn into floats)."""
+    return series.dtype.is_numeric() and series.null_count() == 0
+
+
+def run_starts(keys: pl.Series) -> np.ndarray:
+    """Per row: does a run of equal keys start here (the first row, or a key change)?"""
+    n = len(keys)
+    if not _plain_ints(keys):
+        new = (keys != keys.shift(1)).fill_null(True)  # as `sequence_index`
+        return new.to_numpy() if n else np.zeros(0, dtype=bool)
+    values = keys.to_numpy()
+    new = np.empty(n, dtype=bool)
+    if n:
+        new[0] = True
+        np.not_equal(values[1:], values[:-1], out=new[1:])
+    return new
+
+
+def sequence_numbers(new: np.ndarray) -> pl.Series:
+    """0-based sequence number per row from `run_starts` (UInt32)."""
+    seq = np.cumsum(new, dtype=np.uint32)
+    seq -= 1
+    return pl.Series("seq", seq)
+
+
 def order_sequences(df: pl.DataFrame, *, by_time: bool = True) -> pl.DataFrame:
     """Rows grouped by `key`, sequences in order of first appearance, each in time order,
     ties (and everything, when not `by_time`) in file order.
 
     Data already in that order (Taobao ships each user's events together, in time order)
-    is returned as it is: a check costs far less than sorting 100M rows.
+    is returned as it is: a check (one NumPy pass for integer keys and times) costs far
+    less than sorting 100M rows.
     """
-    new = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
-    ordered = (new | (pl.col("ts") >= pl.col("ts").shift(1))).all() if by_time else pl.lit(True)
-    check = df.select(ordered=ordered, runs=new.sum())
-    if check["ordered"].item():
-        starts = df.filter(new)["key"]  # one row per run; grouped iff no key starts two runs
-        if n_distinct_series(starts) == check["runs"].item():
+    if _plain_ints(df["key"]) and (not by_time or _plain_ints(df["ts"])):
+        new = run_starts(df["key"])
+        ordered = True
+        if by_time and df.height > 1:
+            ts = df["ts"].to_numpy()
+            back = ts[1:] < ts[:-1]
+            back &= ~new[1:]
+            ordered = not back.any()
+            del back
+        # grouped iff no key starts two runs
+        if ordered and n_distinct(df["key"].to_numpy()[new]) == np.count_nonzero(new):
+            return df
+    else:
+        new_expr = (pl.col("key") != pl.col("key").shift(1)).fill_null(True)
+        ordered_expr = (
+            (new_expr | (pl.col("ts") >= pl.col("ts").shift(1))).all() if by_time else pl.lit(True)
+        )
+        check = df.select(
+            ordered=ordered_expr,
+            runs=new_expr.sum(),
+            keys=pl.col("key").filter(new_expr).n_unique(),
+        )
+        if check["ordered"].item() and check["keys"].item() == check["runs"].item():
             return df
     first = pl.col("_row").min().over("key").alias("_first")
     keys = ["_first", "ts"] if by_time else ["_first"]
@@ -447,12 +541,6 @@ def order_sequences(df: pl.DataFrame, *, by_time: bool = True) -> pl.DataFrame:
         .sort(keys, maintain_order=True)
         .drop("_row", "_first")
     )
-
-
-def n_distinct_series(values: pl.Series) -> int:
-    if values.dtype.is_integer():
-        return n_distinct(values.to_numpy())
-    return values.n_unique()
 
 
 def support(items: pl.Series, mask: np.ndarray | None = None) -> pl.DataFrame:
@@ -485,8 +573,10 @@ def pointers(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def examples_from(mask: np.ndarray, start: np.ndarray) -> pl.DataFrame:
-    pos = np.flatnonzero(mask).view(np.uint64)  # int64 rows, never negative
-    return pl.DataFrame({"pos": pos, "start": start[pos].astype(np.uint64)})
+    """(pos, start) of the `mask` rows: one filter of a row index and `start`, no gather."""
+    rows = pl.DataFrame({"start": start}).with_row_index("pos")
+    frame = rows.filter(pl.Series(mask)) if not mask.all() else rows
+    return frame.select(pl.col("pos", "start").cast(pl.UInt64))
 
 
 def examples_by_split(
@@ -495,17 +585,21 @@ def examples_by_split(
     """Every event with an earlier event of its sequence is a target in its split.
 
     With target "buy", valid/test keep buy targets only, and train too when `restrict_train`.
+    Each row gets one example code (its split, or NONE), so each split is one filter.
     """
     first, start = pointers(events["seq"].to_numpy())
-    split = events["split"].to_numpy()
-    buy = events["behavior"].to_numpy() == BUY
-    out = {}
-    for code, name in enumerate(SPLITS):
-        mask = (split == code) & ~first
-        if target == "buy" and (code != TRAIN or restrict_train):
-            mask &= buy
-        out[name] = examples_from(mask, start)
-    return out
+    code = events["split"].to_numpy().copy()
+    code[first] = NONE
+    if target == "buy":
+        other = events["behavior"].to_numpy() != BUY
+        if not restrict_train:
+            other &= code != TRAIN
+        code[other] = NONE
+    del first
+    rows = pl.DataFrame({"start": start, "code": code}).with_row_index("pos")
+    del start, code
+    cast = pl.col("pos", "start").cast(pl.UInt64)
+    return {name: rows.filter(pl.col("code") == c).select(cast) for c, name in enumerate(SPLITS)}
 
 
 def require_examples(
@@ -542,42 +636,88 @@ def split_counts(
 ) -> dict[str, Any]:
     """Per split: examples, sequences, events, items, categories, target items; and totals.
 
-    Presence tables and per-split subsets keep the temporary memory to a few bytes a row.
+    Row counts are comparisons; distinct counts are presence tables (value x split, and
+    value x split of the row's example), each one chunked pass over a column, run in two
+    threads (NumPy releases the GIL).
     """
     from bench.datasets.schema import BEHAVIORS
 
-    seq = events["seq"].to_numpy()
-    item = events["item"].to_numpy()
-    category = events["category"].to_numpy()
+    n = events.height
     split = events["split"].to_numpy()
-    all_items = np.zeros(int(item.max()) + 1 if len(item) else 1, dtype=bool)
+    item, seq = events["item"].to_numpy(), events["seq"].to_numpy()
+    targets = target_codes(n, examples)
+    with ThreadPoolExecutor(2, thread_name_prefix="counts") as pool:
+        jobs = {
+            "items": pool.submit(presence_by_code, item, split, len(SPLITS)),
+            "categories": pool.submit(
+                presence_by_code, events["category"].to_numpy(), split, len(SPLITS)
+            ),
+        }
+        if targets is not None:
+            jobs["target_items"] = pool.submit(presence_by_code, item, targets, NO_TARGET + 1)
+            jobs["sequences"] = pool.submit(presence_by_code, seq, targets, NO_TARGET + 1)
+        seen = {key: job.result() for key, job in jobs.items()}
+    seen["categories"][0] = False  # category 0 is unknown: never counted
+    per_split = chunked_bincount(split, len(SPLITS), None)
     counts: dict[str, Any] = {}
     for code, name in enumerate(SPLITS):
-        pos = examples[name]["pos"].to_numpy()
-        part = split == code
-        part_items = item[part]
-        all_items[part_items] = True
-        cats = category[part]
+        pos = examples[name]["pos"]
         counts[name] = {
             "examples": len(pos),
-            "sequences": n_distinct(seq[pos]),
-            "events": int(np.count_nonzero(part)),
-            "items": n_distinct(part_items),
-            "categories": n_distinct(cats[cats > 0]),
-            "target_items": n_distinct(item[pos]),
+            "sequences": distinct_in(seen, "sequences", code, seq, pos),
+            "events": int(per_split[code]),
+            "items": int(np.count_nonzero(seen["items"][:, code])),
+            "categories": int(np.count_nonzero(seen["categories"][:, code])),
+            "target_items": distinct_in(seen, "target_items", code, item, pos),
         }
-        del part, part_items, cats
     counts["total"] = {
-        "events": len(seq),
-        "sequences": int(seq.max()) + 1 if len(seq) else 0,
-        "items": int(np.count_nonzero(all_items)),
+        "events": n,
+        "sequences": int(seq.max()) + 1 if n else 0,
+        "items": int(np.count_nonzero(seen["items"].any(axis=1))),
         "categories": n_categories,
     }
-    behavior = events["behavior"].to_numpy()
-    counts["behaviors"] = {
-        b: int(np.count_nonzero(behavior == i + 1)) for i, b in enumerate(BEHAVIORS)
-    }
+    behaviors = chunked_bincount(events["behavior"].to_numpy(), len(BEHAVIORS) + 1, None)
+    counts["behaviors"] = {b: int(behaviors[i + 1]) for i, b in enumerate(BEHAVIORS)}
     return counts
+
+
+NO_TARGET = len(SPLITS)  # target code of a row that is no example's target
+
+
+def target_codes(n: int, examples: dict[str, pl.DataFrame]) -> np.ndarray | None:
+    """Per event row, the split whose example targets it (NO_TARGET: none); None when some
+    row is the target of two examples (then the counts gather instead)."""
+    codes = np.full(n, NO_TARGET, dtype=np.uint8)
+    for code, name in enumerate(SPLITS):
+        codes[examples[name]["pos"].to_numpy()] = code
+    found = chunked_bincount(codes, NO_TARGET, None)
+    return codes if all(found[c] == examples[s].height for c, s in enumerate(SPLITS)) else None
+
+
+def distinct_in(
+    seen: dict[str, np.ndarray], key: str, code: int, values: np.ndarray, pos: pl.Series
+) -> int:
+    """Distinct `values` among a split's targets: from the presence table when there is
+    one, else by gathering the target rows."""
+    if key in seen:
+        return int(np.count_nonzero(seen[key][:, code]))
+    rows = pos.to_numpy()
+    return n_distinct(values[rows]) if len(rows) else 0
+
+
+def presence_by_code(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """(max value + 1, n_codes) booleans: does the value occur in a row of that code? One
+    chunked pass that sets value * n_codes + code in a flat table (setting True twice is
+    harmless, so repeated indices need no ufunc.at)."""
+    size = int(values.max()) + 1 if len(values) else 1
+    seen = np.zeros((size, n_codes), dtype=bool)
+    flat = seen.reshape(-1)
+    for lo in range(0, len(values), CHUNK_ROWS):
+        key = values[lo : lo + CHUNK_ROWS].astype(np.int64)
+        key *= n_codes
+        key += codes[lo : lo + CHUNK_ROWS]
+        flat[key] = True
+    return seen
 
 
 # ---------------------------------------------------------------- sampled negatives

@@ -37,20 +37,24 @@ from bench.datasets.protocols.base import (
     DataInfo,
     Params,
     Protocol,
+    category_index,
     category_vocab,
+    chunked_bincount,
     count_drop,
     day_after,
     drop_missing_time,
     examples_by_split,
-    index_lookup,
+    first_rows,
+    index_codes,
     iso,
-    item_table,
+    items_frame,
     load_events,
     order_sequences,
     parse_instant,
     register_protocol,
     require_examples,
-    sequence_index,
+    run_starts,
+    sequence_numbers,
     shift_days,
     support,
     to_ms,
@@ -116,18 +120,18 @@ class UserTime(Protocol):
             )
         df = order_sequences(df)  # each user's events in time order, ties by file order
 
-        if p.collapse_repeats:
-            repeat = (
-                (pl.col("key") == pl.col("key").shift(1))
-                & (pl.col("item") == pl.col("item").shift(1))
-                & (pl.col("behavior") == pl.col("behavior").shift(1))
-            ).fill_null(False)
-            flags = df.select(repeat.alias("repeat"))["repeat"]
-            if flags.any():
-                df = df.filter(~flags)
-            count_drop(drops, "consecutive_repeat", flags.sum())
-            del flags
-
+        # Per-row flags: repeats (against the row before, so once, before any item filter),
+        # window codes, and time in seconds (the artifact's unit).
+        new = run_starts(df["key"])
+        repeats = np.zeros(df.height, dtype=bool)
+        if p.collapse_repeats and df.height > 1:
+            item, behavior = df["item"].to_numpy(), df["behavior"].to_numpy()
+            np.equal(item[1:], item[:-1], out=repeats[1:])
+            repeats[1:] &= behavior[1:] == behavior[:-1]
+            repeats &= ~new
+            del item, behavior
+        del new
+        count_drop(drops, "consecutive_repeat", np.count_nonzero(repeats))
         split = (
             pl.when(pl.col("ts") < valid_ms)
             .then(TRAIN)
@@ -136,16 +140,18 @@ class UserTime(Protocol):
             .otherwise(TEST)
             .cast(pl.UInt8)
         )
-        df = df.with_columns(split=split)
+        df = df.with_columns(split.alias("split"))
         split_np = df["split"].to_numpy()
-        counts = support(df["item"], split_np == TRAIN)
+        is_train = split_np == TRAIN
+        counts = support(df["item"], is_train & ~repeats)
         if counts.height == 0:
             raise DataError(
                 f"no event falls in the training window before {valid_start.isoformat()}",
                 option="--param window_start/valid_days/test_days",
                 hint="widen the window or lower valid_days / test_days",
             )
-        vocab = counts.filter(pl.col("len") >= p.min_item_support)["item"].sort()
+        supported = counts.filter(pl.col("len") >= p.min_item_support).sort("item")
+        vocab = supported["item"]
         if vocab.len() == 0:
             raise DataError(
                 f"no item is seen {p.min_item_support} times in the training window",
@@ -153,41 +159,46 @@ class UserTime(Protocol):
                 hint="lower min_item_support",
             )
 
-        index = index_lookup(df["item"], vocab)
-        unseen = index.is_null().to_numpy()
-        buy = df["behavior"].to_numpy() == 4
-        cells = np.zeros((3, 2, 2), dtype=np.int64)  # rows per (split, unseen, buy)
-        for code in (TRAIN, VALID, TEST):
-            part = split_np == code
-            for gone in (0, 1):
-                cell = part & (unseen if gone else ~unseen)
-                cells[code, gone, 1] = np.count_nonzero(cell & buy)
-                cells[code, gone, 0] = np.count_nonzero(cell) - cells[code, gone, 1]
+        index = index_codes(df["item"], vocab)  # 0: outside the vocabulary
+        unseen = index.to_numpy() == 0
+        # rows per (split, unseen, buy) among the collapsed rows, as one bincount
+        code = np.left_shift(split_np, 2)
+        code |= np.left_shift(unseen.view(np.uint8), 1)
+        code |= (df["behavior"].to_numpy() == 4).view(np.uint8)
+        code[repeats] = 12
+        cells = chunked_bincount(code, 13, None)[:12].reshape(3, 2, 2)
+        del code
         count_drop(drops, "item_support_below_min_in_train", cells[TRAIN, 1].sum())
         count_drop(drops, "item_unseen_in_train", cells[VALID:, 1].sum())
         drop_fraction = {}
         for code, split_name in ((VALID, "valid"), (TEST, "test")):
             part = cells[code][:, 1] if p.target == "buy" else cells[code].sum(axis=1)
             drop_fraction[split_name] = float(part[1] / part.sum()) if part.sum() else 0.0
-        del split_np, buy
 
-        if unseen.any():
-            df = df.with_columns(index=index).filter(~pl.Series(unseen))
-        else:
-            df = df.with_columns(index=index)
-        del index, unseen
-        is_train = df["split"].to_numpy() == TRAIN
-        categories = category_vocab(df["category"].filter(pl.Series(is_train)))
-        items, cats = item_table(vocab, df["index"], df["category"], is_train, categories)
-        del is_train
+        keep = ~(unseen | repeats)
+        del unseen, repeats
+        kept_train = keep & is_train
+        del is_train, split_np
+        categories = category_vocab(df["category"], kept_train)
+        # every vocabulary item has training rows: its category is that of the first one
+        first = first_rows(index.to_numpy(), vocab.len() + 1, kept_train)[1:]
+        assert (first >= 0).all(), "a vocabulary item without a kept training row"
+        del kept_train
+        item_category = category_index(df["category"].gather(first), categories)
+        items, cats = items_frame(vocab, item_category, categories, supported["len"])
 
+        df = df.with_columns(index.alias("item"))
+        del index
+        if not keep.all():
+            df = df.filter(pl.Series(keep))
+        del keep
         events = df.select(
-            sequence_index(pl.col("key")).alias("seq"),
-            pl.col("index").cast(pl.UInt32).alias("item"),
-            pl.col("behavior"),
-            index_lookup(df["category"], categories).fill_null(0).alias("category"),
-            (pl.col("ts") // 1000).alias("ts"),
-            pl.col("split"),
+            sequence_numbers(run_starts(df["key"])),
+            "item",
+            "behavior",
+            category_index(df["category"], categories).alias("category"),  # 0: unknown
+            pl.col("ts") // 1000,
+            "split",
         )
         del df
         examples = examples_by_split(
