@@ -254,6 +254,7 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         "loss": task.loss_kind,
         "checkpoint": best,
         "world_size": trainer.world_size,
+        "test_reciprocal_ranks": task.test_reciprocal_ranks,
     }
 
 
