@@ -290,9 +290,12 @@ class Writer:
         return self
 
     def add(self, stem: str, frame: pl.DataFrame) -> None:
+        """Start writing `frame` as `<stem>.parquet`; a stem already added is kept as it is
+        (a table handed over early is not written twice)."""
         assert self.pool is not None, "use Writer as a context manager"
         name = f"{stem}.parquet"
-        self.pending[name] = self.pool.submit(write_table, frame, self.temp / name)
+        if name not in self.pending:
+            self.pending[name] = self.pool.submit(write_table, frame, self.temp / name)
 
     def commit(self, meta: dict[str, Any]) -> Path:
         try:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -130,20 +131,21 @@ def prepare(
             return folder
         shutil.rmtree(folder, ignore_errors=True)  # corrupt, stale or forced: rebuild
 
-    built = proto.build(frame, resolved, info)
-    built.negatives = negatives_for(built, resolved)
-    tables = {
-        "events": built.events,  # the largest file first: it is written the longest
-        **built.examples,
-        "items": built.items,
-        "categories": built.categories,
-        **{f"negatives_{s}": frame for s, frame in built.negatives.items()},
-    }
     with artifact.Writer(folder) as out:
+        # tables the recipe finishes early (user-time's events) are written while it goes on
+        built = proto.build(frame, resolved, replace(info, ready=out.add))
+        built.negatives = negatives_for(built, resolved)
+        tables = {
+            "events": built.events,
+            **built.examples,
+            "items": built.items,
+            "categories": built.categories,
+            **{f"negatives_{s}": frame for s, frame in built.negatives.items()},
+        }
         for stem, table in tables.items():
             out.add(stem, table)  # written in the background while the counts are made
         n_items, n_categories = built.items.height, built.categories.height
-        counts = split_counts(built.events, built.examples, n_categories)
+        counts = split_counts(built.events, built.examples, n_categories, built.targets)
         meta = {
             "dataset": dataset,
             "synthetic": info.synthetic,

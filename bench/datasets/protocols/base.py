@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from bench.errors import ConfigError, DataError
 
 SPLITS = ("train", "valid", "test")
 TRAIN, VALID, TEST = 0, 1, 2
-NONE = 255  # example code of a row that is no target
+NO_TARGET = len(SPLITS)  # target code of an event row that is no example's target
 BUY = 4  # behaviour index of a purchase (schema.BEHAVIOR_INDEX["buy"])
 MS_PER_DAY = 86_400_000
 
@@ -48,12 +49,18 @@ class DataInfo:
 
     `adapter`, when given, is the adapter whose frame is read: collecting goes through its
     checked reader, so bad raw data surfaces as a DataError with file, line and column.
+    `ready`, when given, takes (file stem, frame) for a final table of the `Built` that a
+    recipe has before it ends (prepare writes it meanwhile); the same frame must still be
+    in the `Built` it returns.
     """
 
     dataset: str
     has_time: bool = True
     synthetic: bool = False
     adapter: Any = field(default=None, compare=False, repr=False)
+    ready: Callable[[str, pl.DataFrame], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Built:
     drops: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # protocol-specific meta
     negatives: dict[str, pl.DataFrame] = field(default_factory=dict)
+    targets: np.ndarray | None = None  # per event row: its example's split (NO_TARGET: none)
 
 
 class Protocol:
@@ -382,7 +390,11 @@ def chunked_bincount(values: np.ndarray, size: int, mask: np.ndarray | None) -> 
     gets chunks of several times its rows, as each chunk's bincount zeroes `size` counts.
     """
     if mask is None and size <= SMALL_RANGE and values.dtype.kind in "ui":
-        return np.array([np.count_nonzero(values == v) for v in range(size)], dtype=np.int64)
+        out = np.zeros(size, dtype=np.int64)
+        for lo in range(0, len(values), CHUNK_ROWS):  # small chunks: the masks reuse memory
+            part = values[lo : lo + CHUNK_ROWS]
+            out += [np.count_nonzero(part == v) for v in range(size)]
+        return out
     out = np.zeros(size, dtype=np.int64)
     step = max(CHUNK_ROWS, 4 * size)
     for lo in range(0, len(values), step):
@@ -585,21 +597,32 @@ def examples_by_split(
     """Every event with an earlier event of its sequence is a target in its split.
 
     With target "buy", valid/test keep buy targets only, and train too when `restrict_train`.
-    Each row gets one example code (its split, or NONE), so each split is one filter.
     """
+    return examples_and_targets(events, target=target, restrict_train=restrict_train)[0]
+
+
+def examples_and_targets(
+    events: pl.DataFrame, *, target: str, restrict_train: bool
+) -> tuple[dict[str, pl.DataFrame], np.ndarray]:
+    """`examples_by_split`, and per event row the split whose example targets it
+    (NO_TARGET: none), which `split_counts` takes as it is. Each row gets one such code,
+    so each split is one filter."""
     first, start = pointers(events["seq"].to_numpy())
     code = events["split"].to_numpy().copy()
-    code[first] = NONE
+    code[first] = NO_TARGET
     if target == "buy":
         other = events["behavior"].to_numpy() != BUY
         if not restrict_train:
             other &= code != TRAIN
-        code[other] = NONE
+        code[other] = NO_TARGET
     del first
     rows = pl.DataFrame({"start": start, "code": code}).with_row_index("pos")
-    del start, code
+    del start
     cast = pl.col("pos", "start").cast(pl.UInt64)
-    return {name: rows.filter(pl.col("code") == c).select(cast) for c, name in enumerate(SPLITS)}
+    examples = {
+        name: rows.filter(pl.col("code") == c).select(cast) for c, name in enumerate(SPLITS)
+    }
+    return examples, code
 
 
 def require_examples(
@@ -632,20 +655,25 @@ def n_distinct(values: np.ndarray) -> int:
 
 
 def split_counts(
-    events: pl.DataFrame, examples: dict[str, pl.DataFrame], n_categories: int
+    events: pl.DataFrame,
+    examples: dict[str, pl.DataFrame],
+    n_categories: int,
+    targets: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Per split: examples, sequences, events, items, categories, target items; and totals.
 
     Row counts are comparisons; distinct counts are presence tables (value x split, and
     value x split of the row's example), each one chunked pass over a column, run in two
-    threads (NumPy releases the GIL).
+    threads (NumPy releases the GIL). `targets`: the per-row codes of
+    `examples_and_targets` when the recipe has them (else they are made from `examples`).
     """
     from bench.datasets.schema import BEHAVIORS
 
     n = events.height
     split = events["split"].to_numpy()
     item, seq = events["item"].to_numpy(), events["seq"].to_numpy()
-    targets = target_codes(n, examples)
+    if targets is None:
+        targets = target_codes(n, examples)
     with ThreadPoolExecutor(2, thread_name_prefix="counts") as pool:
         jobs = {
             "items": pool.submit(presence_by_code, item, split, len(SPLITS)),
@@ -679,9 +707,6 @@ def split_counts(
     behaviors = chunked_bincount(events["behavior"].to_numpy(), len(BEHAVIORS) + 1, None)
     counts["behaviors"] = {b: int(behaviors[i + 1]) for i, b in enumerate(BEHAVIORS)}
     return counts
-
-
-NO_TARGET = len(SPLITS)  # target code of a row that is no example's target
 
 
 def target_codes(n: int, examples: dict[str, pl.DataFrame]) -> np.ndarray | None:

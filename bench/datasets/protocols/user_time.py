@@ -43,7 +43,7 @@ from bench.datasets.protocols.base import (
     count_drop,
     day_after,
     drop_missing_time,
-    examples_by_split,
+    examples_and_targets,
     first_rows,
     index_codes,
     iso,
@@ -201,7 +201,9 @@ class UserTime(Protocol):
             "split",
         )
         del df
-        examples = examples_by_split(
+        if data.ready is not None:
+            data.ready("events", events)  # final: written while the examples are made
+        examples, targets = examples_and_targets(
             events, target=p.target, restrict_train=p.restrict_train_to_target
         )
         relax = "lower min_item_support, widen the window or use target 'any'"
@@ -227,4 +229,4 @@ class UserTime(Protocol):
             },
             "target_drop_fraction": drop_fraction,
         }
-        return Built(events, examples, items, cats, drops, info)
+        return Built(events, examples, items, cats, drops, info, targets=targets)
