@@ -506,13 +506,6 @@ def run_starts(keys: pl.Series) -> np.ndarray:
     return new
 
 
-def sequence_numbers(new: np.ndarray) -> pl.Series:
-    """0-based sequence number per row from `run_starts` (UInt32)."""
-    seq = np.cumsum(new, dtype=np.uint32)
-    seq -= 1
-    return pl.Series("seq", seq)
-
-
 def order_sequences(df: pl.DataFrame, *, by_time: bool = True) -> pl.DataFrame:
     """Rows grouped by `key`, sequences in order of first appearance, each in time order,
     ties (and everything, when not `by_time`) in file order.

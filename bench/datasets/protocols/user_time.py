@@ -54,7 +54,6 @@ from bench.datasets.protocols.base import (
     register_protocol,
     require_examples,
     run_starts,
-    sequence_numbers,
     shift_days,
     support,
     to_ms,
@@ -193,7 +192,7 @@ class UserTime(Protocol):
             df = df.filter(pl.Series(keep))
         del keep
         events = df.select(
-            sequence_numbers(run_starts(df["key"])),
+            pl.col("key").rle_id().alias("seq"),  # keys have no nulls: runs are users
             "item",
             "behavior",
             category_index(df["category"], categories).alias("category"),  # 0: unknown
