@@ -577,13 +577,6 @@ def pointers(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, start
 
 
-def examples_from(mask: np.ndarray, start: np.ndarray) -> pl.DataFrame:
-    """(pos, start) of the `mask` rows: one filter of a row index and `start`, no gather."""
-    rows = pl.DataFrame({"start": start}).with_row_index("pos")
-    frame = rows.filter(pl.Series(mask)) if not mask.all() else rows
-    return frame.select(pl.col("pos", "start").cast(pl.UInt64))
-
-
 def examples_by_split(
     events: pl.DataFrame, *, target: str, restrict_train: bool
 ) -> dict[str, pl.DataFrame]:
