@@ -28,7 +28,7 @@ class DigineticaDynamicRecAdapter(SourceAdapter):
 
     def sources(self) -> list[SequenceFile]:
         self.check_options()
-        return [SequenceFile(self.require(FILE), separator=",")]
+        return [SequenceFile(self.require(*self.files), separator=",")]
 
     def scan(self) -> pl.LazyFrame:
         (seqs,) = self.sources()

@@ -10,27 +10,14 @@ target, as the papers that publish this file evaluate it.
 
 from __future__ import annotations
 
-import polars as pl
-
-from bench.datasets.readers import SequenceFile, SourceAdapter, sequences_canonical
+from bench.datasets.adapters.diginetica_dynamicrec import DigineticaDynamicRecAdapter
 from bench.datasets.registry import register_dataset
-
-FILE = "yoochoose.csv"
 
 
 @register_dataset
-class YoochooseDynamicRecAdapter(SourceAdapter):
+class YoochooseDynamicRecAdapter(DigineticaDynamicRecAdapter):
+    """Same file layout as the DIGINETICA one; only the file and its description differ."""
+
     name = "yoochoose-dynamicrec"
     description = "YOOCHOOSE sessions preprocessed by DynamicRec: 80,183 windows of 10, no time"
-    files = (FILE,)
-    homepage = "https://github.com/Mehrab-Tanjim/DynamicRec"
-    default_protocol = "user-loo"
-    has_time = False
-
-    def sources(self) -> list[SequenceFile]:
-        self.check_options()
-        return [SequenceFile(self.require(FILE), separator=",")]
-
-    def scan(self) -> pl.LazyFrame:
-        (seqs,) = self.sources()
-        return sequences_canonical(seqs.scan())
+    files = ("yoochoose.csv",)
