@@ -61,8 +61,13 @@ def planted_task(seed: int = 0, n_items: int = 60, max_len: int = 10):
     train_items, train_ts = items[:500], ts[:500]
     counts = torch.bincount(train_items.flatten(), minlength=n_items + 1)
     spec = DataSpec(
-        n_items=n_items, n_categories=5, max_len=max_len, has_behavior=False,
-        has_category=True, has_time=True, item_counts=counts,
+        n_items=n_items,
+        n_categories=5,
+        max_len=max_len,
+        has_behavior=False,
+        has_category=True,
+        has_time=True,
+        item_counts=counts,
     )
     train = to_batch(train_items, train_ts, max_len)
     test = to_batch(items[500:], ts[500:], max_len)

@@ -444,3 +444,74 @@ def test_gap_chunks_join_at_their_boundaries(tmp_path, monkeypatch):
     seqs = random_sequences(25, seed=9)
     data = SequenceDataModule(write_artifact(tmp_path / "r", seqs), eval_batch_size=10_000)
     assert_batch_matches(next(iter(data.split_dataloader("train"))), naive_examples(seqs, 0, 50))
+
+
+def naive_targets_by_event(sequences, max_len: int) -> dict[int, dict]:
+    """The prefix-mode training example of every split-0 target, keyed by its event row."""
+    out, row = {}, 0
+    for events in sequences:
+        for k in range(len(events)):
+            if k > 0 and events[k][4] == 0:
+                lo = max(0, k - max_len)
+                hist = events[lo:k]
+                out[row + k] = {
+                    "items": [e[0] for e in hist],
+                    "behaviors": [e[1] for e in hist],
+                    "target": events[k][0],
+                    "target_behavior": events[k][1],
+                }
+        row += len(events)
+    return out
+
+
+@pytest.mark.parametrize("max_len", [1, 3, 5])
+def test_windows_predict_every_training_target_once_from_its_own_history(tmp_path, max_len):
+    seqs = random_sequences(50, seed=11)
+    artifact = write_artifact(tmp_path / "w", seqs)
+    # drop some training examples, so a history's targets are not contiguous
+    train = pl.read_parquet(artifact / "train.parquet")
+    train.filter(pl.int_range(pl.len()) % 4 != 1).write_parquet(artifact / "train.parquet")
+    kept = set(train.filter(pl.int_range(pl.len()) % 4 != 1)["pos"].to_list())
+    expected = {row: e for row, e in naive_targets_by_event(seqs, max_len).items() if row in kept}
+    data = SequenceDataModule(artifact, max_len=max_len, training="sequences")
+    windows = data.train_windows()
+    assert len(windows) < len(kept) or max_len == 1
+    batch = windows.__getitems__(list(range(len(windows))))
+    seen = []
+    for b in range(len(windows)):
+        n = int(batch["lengths"][b])
+        assert 1 <= n <= max_len
+        assert batch["targets"][b, n:].eq(0).all() and batch["items"][b, n:].eq(0).all()
+        assert batch["targets"][b, n - 1] > 0  # a window ends at one of its targets
+        for j in range(n):
+            if batch["targets"][b, j] == 0:
+                continue
+            row = int(windows.lo[b]) + j + 1
+            seen.append(row)
+            e = expected[row]
+            assert batch["targets"][b, j] == e["target"]
+            assert batch["target_behaviors"][b, j] == e["target_behavior"]
+            # the history is a suffix of the prefix-mode one (its whole when long enough)
+            context = batch["items"][b, : j + 1].tolist()
+            assert context == e["items"][len(e["items"]) - len(context) :]
+            assert batch["behaviors"][b, : j + 1].tolist() == e["behaviors"][-len(context) :]
+    assert sorted(seen) == sorted(expected)  # every target exactly once
+    # the windows are what the training loader serves, in a seeded order
+    loaded = list(data.train_dataloader())
+    assert sum(int((b["targets"] > 0).sum()) for b in loaded) == len(expected)
+
+
+def test_windows_on_a_real_artifact_hold_every_training_target(taobao):
+    data = SequenceDataModule(taobao, training="sequences")
+    prefixes = data.dataset("train")
+    windows = data.train_windows()
+    batch = windows.__getitems__(list(range(len(windows))))
+    every = prefixes.__getitems__(list(range(len(prefixes))))["targets"]
+    predicted = batch["targets"][batch["targets"] > 0]
+    assert len(windows) * 5 < len(prefixes)  # the point: far fewer sequences to encode
+    assert sorted(predicted.tolist()) == sorted(every.tolist())
+
+
+def test_unknown_training_mode_is_refused(tmp_path):
+    with pytest.raises(DataError, match="training mode"):
+        SequenceDataModule(write_artifact(tmp_path / "a", small_sequences()), training="all")

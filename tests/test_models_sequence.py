@@ -257,3 +257,41 @@ def test_bert4rec_encode_reads_the_appended_mask(task):
         hidden = model.hidden_states(extended)
         torch.testing.assert_close(model.encode(batch), model.project(hidden[row, lengths]))
         assert not torch.allclose(model.encode(batch), model.project(hidden[row, lengths - 1]))
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "lstm", "sasrec"])
+def test_position_outputs_are_causal_and_end_in_the_history_vector(task, name):
+    """encode_positions(j) sees events 0..j only, and its last real row is encode()."""
+    spec, train, _, _ = task
+    torch.manual_seed(0)
+    model = create_model(name, spec, SMALL[name]).eval()
+    batch = rows(train, torch.arange(64))
+    with torch.no_grad():
+        every = model.encode_positions(batch)
+        last = every[torch.arange(64), batch["lengths"] - 1]
+        torch.testing.assert_close(last, model.encode(batch), rtol=1e-5, atol=1e-5)
+        changed = {**batch, "items": batch["items"].clone()}
+        changed["items"][:, 3:] = torch.randint(1, spec.n_items, changed["items"][:, 3:].shape)
+        torch.testing.assert_close(model.encode_positions(changed)[:, :3], every[:, :3])
+        assert not torch.allclose(model.encode_positions(changed)[:, 3:], every[:, 3:])
+
+
+def test_bert4rec_window_training_masks_the_window_ending_at_its_last_target(task):
+    """A window (targets per position) trains as its items plus the last target, masked."""
+    spec, train, _, _ = task
+    model = create_model("bert4rec", spec, SMALL["bert4rec"]).train()
+    history = rows(train, torch.arange(32))
+    # the window form of the same rows: position j predicts item j + 1, the last the target
+    items, lengths = history["items"], history["lengths"]
+    following = torch.cat([items[:, 1:], torch.zeros_like(items[:, :1])], 1)
+    at_end = torch.arange(items.size(1)) == (lengths - 1).unsqueeze(1)
+    targets = torch.where(at_end, history["targets"].unsqueeze(1), following)
+    window = {**history, "targets": targets}
+    criterion = full_softmax(model)
+    torch.manual_seed(5)
+    from_window = model.training_loss(window, criterion)
+    torch.manual_seed(5)
+    from_history = model.training_loss(history, criterion)
+    torch.testing.assert_close(from_window, from_history)
+    torch.manual_seed(6)
+    assert not torch.allclose(model.training_loss(window, criterion), from_window)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.errors import ConfigError
 from bench.training.config import resolve
-from bench.training.run import execute
+from bench.training.run import execute, run_id_for
 from tests.synthetic import planted_sequences
 
 torch.set_num_threads(1)
@@ -80,6 +80,20 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
     assert any(k.startswith("model.") for k in state["state_dict"])
 
 
+@pytest.mark.parametrize("model, epochs", [("sasrec", 8), ("gru4rec", 8)])
+def test_training_on_whole_sequences_learns(planted_dir, tmp_path, model, epochs):
+    """training=sequences: one window per history, a loss at every position."""
+    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
+    settings = {"lr": 0.01, "batch_size": 32, "max_epochs": epochs}
+    run = execute(
+        _config(planted_dir, tmp_path, model, training="sequences", **settings), progress=False
+    )
+    assert run["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
+    assert run["run_config"]["training"] == "sequences"
+    prefixes = _config(planted_dir, tmp_path, model, **settings)
+    assert run["run_id"] != run_id_for(prefixes, run["protocol"])
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
     full = execute(
         _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),
@@ -126,6 +140,8 @@ def test_predict_round_trip(planted_dir, tmp_path):
         ({"dropout": "high"}, "bad value for gru4rec.dropout"),
         ({"lr": -1}, "bad value for lr"),
         ({"monitor": "auc"}, "bad value for monitor"),
+        ({"model": "narm", "training": "sequences"}, "trains on prefixes only"),
+        ({"training": "windows"}, "bad value for training"),
     ],
 )
 def test_bad_configs_are_clear_errors(settings, message):

@@ -27,6 +27,7 @@ from bench.errors import DataError
 from bench.models.base import DataSpec, TrainSequences, gap_bucket
 
 SPLITS = ("train", "valid", "test")
+TRAINING_MODES = ("prefixes", "sequences")  # one example per target, or whole windows
 DEFAULT_MAX_LEN = 50
 _GAP_CHUNK = 1 << 22  # events per chunk when bucketing gaps (bounds temporary memory)
 
@@ -122,6 +123,81 @@ class ExampleSet(Dataset):
         }
 
 
+class WindowSet(Dataset):
+    """Training examples packed into whole windows, for `training="sequences"`.
+
+    Prefix training (ExampleSet) encodes each example's history on its own, so a
+    sequence of n targets is encoded n times. Models that read out every position
+    causally (GRU4Rec, SASRec, the way their papers train) can instead encode a window
+    once and take a loss at each position: output j predicts event lo + j + 1.
+
+    The examples of one history (same `start`) are cut into windows of at most
+    `max_len` targets, aligned to the history's last target, so every training target
+    is predicted exactly once and from a suffix of its own prefix-mode history (the
+    same events when it lies at least `max_len` after the window start, fewer
+    otherwise). A batch holds `targets` (B, L): the item predicted after each
+    position, 0 where there is none.
+    """
+
+    def __init__(
+        self, events: EventTensors, pos: torch.Tensor, start: torch.Tensor, max_len: int
+    ) -> None:
+        self.events = events
+        self.max_len = max_len
+        order = torch.argsort(start * (int(pos.max()) + 1 if pos.numel() else 1) + pos)
+        pos, start = pos[order], start[order]
+        group_starts, group = torch.unique_consecutive(start, return_inverse=True)
+        last = torch.zeros(group_starts.numel(), dtype=torch.long).scatter_reduce(
+            0, group, pos, "amax", include_self=False
+        )
+        window_in_group = (last[group] - pos) // max_len
+        key = group * (int(window_in_group.max()) + 1 if pos.numel() else 1) + window_in_group
+        keys, window = torch.unique_consecutive(key, return_inverse=True)
+        n_windows = keys.numel()
+        end = torch.zeros(n_windows, dtype=torch.long).scatter_reduce(
+            0, window, pos, "amax", include_self=False
+        )
+        offset = (window_in_group + 1) * max_len
+        lo_of_example = torch.maximum(start, last[group] - offset)
+        self.lo = torch.zeros(n_windows, dtype=torch.long).scatter(0, window, lo_of_example)
+        self.end = end  # the window's inputs are events lo .. end - 1
+        # owner[e] = window whose loss predicts event e (-1: no training target)
+        self.owner = torch.full((len(events) + 1,), -1, dtype=torch.long)
+        self.owner[pos] = window
+        self.n_targets = pos.numel()
+
+    def __len__(self) -> int:
+        return self.lo.numel()
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        lo, end = self.lo[idx], self.end[idx]
+        lengths = end - lo
+        width = int(lengths.max()) if idx.numel() else 0
+        offsets = torch.arange(width)
+        mask = offsets < lengths.unsqueeze(1)
+        rows = torch.where(mask, lo.unsqueeze(1) + offsets, 0)
+        nxt = torch.where(mask, rows + 1, len(self.events))  # the owner table's spare slot
+        predicted = mask & (self.owner[nxt] == idx.unsqueeze(1))
+        ev = self.events
+
+        def take(column: torch.Tensor, at: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+            return column[at.clamp(max=len(ev) - 1)].long().masked_fill_(~keep, 0)
+
+        return {
+            "items": take(ev.items, rows, mask),
+            "behaviors": take(ev.behaviors, rows, mask),
+            "categories": take(ev.categories, rows, mask),
+            "gaps": take(ev.gaps, rows, mask),
+            "lengths": lengths,
+            "targets": take(ev.items, nxt, predicted),
+            "target_behaviors": take(ev.behaviors, nxt, predicted),
+        }
+
+
 class _ShardSampler(DistributedSampler):
     """Evaluation shard of one rank: every world-th example, in order, without the
     padding DistributedSampler adds, so gathered sums count each example once.
@@ -148,8 +224,14 @@ class SequenceDataModule(L.LightningDataModule):
         max_len: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        training: str = "prefixes",
     ) -> None:
         super().__init__()
+        if training not in TRAINING_MODES:
+            raise DataError(
+                f"unknown training mode {training!r}", hint=f"choose {' or '.join(TRAINING_MODES)}"
+            )
+        self.training = training
         self.artifact = Path(artifact)
         self.meta = read_meta(self.artifact)
         self.max_len = int(max_len) if max_len else artifact_max_len(self.meta)
@@ -158,7 +240,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self._events: EventTensors | None = None
-        self._splits: dict[str, ExampleSet] = {}
+        self._splits: dict[str, ExampleSet | WindowSet] = {}
         self._spec: DataSpec | None = None
 
     # ---- loading -------------------------------------------------------------
@@ -295,11 +377,20 @@ class SequenceDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def train_windows(self) -> WindowSet:
+        """The training examples packed into windows (see WindowSet)."""
+        if "train_windows" not in self._splits:
+            examples = self.dataset("train")
+            self._splits["train_windows"] = WindowSet(
+                examples.events, examples.pos, examples.start, self.max_len
+            )
+        return self._splits["train_windows"]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch): Lightning calls the sampler's set_epoch each epoch,
         so a run resumed at epoch k sees the same order as an uninterrupted one; under
         several processes each rank takes its shard of that permutation."""
-        dataset = self.dataset("train")
+        dataset = self.train_windows() if self.training == "sequences" else self.dataset("train")
         world, rank = self._world()
         sampler = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed

@@ -108,6 +108,9 @@ class SequenceModel(nn.Module):
     paper: ClassVar[str]
     Config: ClassVar[type] = ModelConfig
     neural: ClassVar[bool] = True
+    # True when output j depends only on events 0..j (`encode_positions`), so a whole
+    # window trains at once (`training="sequences"`, see datamodule.WindowSet).
+    trains_on_sequences: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, spec: DataSpec) -> None:
         super().__init__()
@@ -117,6 +120,10 @@ class SequenceModel(nn.Module):
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L, d): the history vector after each event, for models that are causal."""
+        raise NotImplementedError(f"{self.name} reads whole histories; train it on prefixes")
+
     def item_table(self) -> torch.Tensor:
         """(n_items + 1, d) output embeddings, tied to the input item embeddings."""
         return self.embedding.items.weight
@@ -125,8 +132,15 @@ class SequenceModel(nn.Module):
         return self.encode(batch) @ self.item_table().T
 
     def training_loss(self, batch: dict[str, torch.Tensor], criterion) -> torch.Tensor:
-        """`criterion(hidden (N, d), targets (N,))` is full or sampled softmax; BERT4Rec overrides."""
-        return criterion(self.encode(batch), batch["targets"])
+        """`criterion(hidden (N, d), targets (N,))` is full or sampled softmax; BERT4Rec overrides.
+
+        Targets (B,) are one per history; (B, L) are one per position of a window, 0 for none.
+        """
+        targets = batch["targets"]
+        if targets.dim() == 2:
+            predicted = targets > 0
+            return criterion(self.encode_positions(batch)[predicted], targets[predicted])
+        return criterion(self.encode(batch), targets)
 
     @staticmethod
     def search_space(trial) -> dict:

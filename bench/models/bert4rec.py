@@ -44,6 +44,9 @@ class BERT4Rec(SequenceModel):
         "Sun, Liu, Wu, Pei, Lin, Ou, Jiang. BERT4Rec: Sequential Recommendation with "
         "Bidirectional Encoder Representations from Transformer. CIKM 2019"
     )
+    # Not causal, but a window is the paper's training sequence: the Cloze task masks
+    # any of its items, so whole windows replace one masked copy per prefix.
+    trains_on_sequences = True
 
     @dataclass
     class Config(ModelConfig):
@@ -141,6 +144,9 @@ class BERT4Rec(SequenceModel):
         return self._extend(batch, targets, masked), masked, original
 
     def training_loss(self, batch: dict[str, torch.Tensor], criterion) -> torch.Tensor:
+        if batch["targets"].dim() == 2:  # a window: its last target completes the sequence
+            rows = torch.arange(batch["targets"].size(0), device=batch["targets"].device)
+            batch = {**batch, "targets": batch["targets"][rows, batch["lengths"] - 1]}
         masked_batch, masked, original = self.mask_batch(batch)
         hidden = self.hidden_states(masked_batch)
         return criterion(self.project(hidden[masked]), original[masked])

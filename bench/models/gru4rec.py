@@ -38,6 +38,7 @@ class GRU4Rec(SequenceModel):
         dropout: float = 0.3  # on the input embeddings
 
     cell: type[nn.RNNBase] = nn.GRU  # the LSTM baseline swaps the cell, nothing else
+    trains_on_sequences = True
 
     def __init__(self, config: GRU4Rec.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)
@@ -51,9 +52,14 @@ class GRU4Rec(SequenceModel):
             if name.startswith("weight"):
                 nn.init.xavier_uniform_(weight)
 
+    def _states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.rnn(self.dropout(self.embedding(batch)))[0]
+
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        states, _ = self.rnn(self.dropout(self.embedding(batch)))
-        return self.dense(last_position(states, batch["lengths"]))
+        return self.dense(last_position(self._states(batch), batch["lengths"]))
+
+    def encode_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.dense(self._states(batch))
 
     @staticmethod
     def search_space(trial) -> dict:

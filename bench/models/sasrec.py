@@ -29,6 +29,7 @@ class SASRec(SequenceModel):
     name = "sasrec"
     family = "attention"
     paper = "Kang, McAuley. Self-Attentive Sequential Recommendation. ICDM 2018"
+    trains_on_sequences = True  # the paper's training: a loss at every position
 
     @dataclass
     class Config(ModelConfig):
@@ -62,14 +63,21 @@ class SASRec(SequenceModel):
         init_transformer_(self.blocks)
         nn.init.normal_(self.positions.weight, std=dim**-0.5)  # the item table's scale
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _blocks_out(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         length = batch["items"].size(1)
         if length > self.positions.num_embeddings:
             raise ValueError(f"history width {length} exceeds max_len {self.spec.max_len}")
         x = self.dropout(self.embedding(batch) + self.positions.weight[:length])
         for block in self.blocks:
             x = block(x, causal=True)
-        return self.norm(last_position(x, batch["lengths"]))  # the norm is per position
+        return x
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # the norm is per position, so it runs only where the output is read
+        return self.norm(last_position(self._blocks_out(batch), batch["lengths"]))
+
+    def encode_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.norm(self._blocks_out(batch))
 
     @staticmethod
     def search_space(trial) -> dict:

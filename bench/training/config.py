@@ -14,7 +14,7 @@ import pydantic
 import yaml
 
 from bench.errors import ConfigError
-from bench.models.registry import build_config, get_model_class
+from bench.models.registry import build_config, get_model_class, list_models
 
 
 class RunConfig(pydantic.BaseModel):
@@ -35,6 +35,10 @@ class RunConfig(pydantic.BaseModel):
     loss: Literal["auto", "full", "sampled"] = "auto"
     n_negatives: int = pydantic.Field(8192, ge=1)
     max_len: int | None = pydantic.Field(None, ge=1)
+    # prefixes: one training example per target (RecBole's way); sequences: whole
+    # windows with a loss at every position (SASRec's and BERT4Rec's papers), for the
+    # models that allow it: the same targets for a fraction of the encoder work
+    training: Literal["prefixes", "sequences"] = "prefixes"
     exclude_history: bool = False
     devices: int | str = 1
     strategy: str = "auto"
@@ -136,4 +140,13 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
             f"{', '.join(sorted(RUN_KEYS))}",
         )
     build_config(config.model, params)  # validates the values
+    if config.training == "sequences" and not getattr(model_cls, "trains_on_sequences", False):
+        able = ", ".join(
+            n for n in list_models() if getattr(get_model_class(n), "trains_on_sequences", False)
+        )
+        raise ConfigError(
+            f"{config.model} reads each history as a whole, so it trains on prefixes only",
+            option="training",
+            hint=f"training=sequences works for: {able}",
+        )
     return config

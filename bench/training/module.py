@@ -43,9 +43,9 @@ class SequenceTask(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.model.training_loss(batch, self.criterion)
-        self.log(
-            "train/loss", loss, prog_bar=True, on_epoch=True, batch_size=batch["targets"].numel()
-        )
+        targets = batch["targets"]  # (B,) per history or (B, L) per window position
+        n = int((targets > 0).sum()) if targets.dim() == 2 else targets.numel()
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=n)
         return loss
 
     def _ranks(self, batch) -> torch.Tensor:

@@ -41,6 +41,8 @@ _NOT_IN_ID = {
 
 def run_id_for(config: RunConfig, protocol: str) -> str:
     payload = config.model_dump(exclude=_NOT_IN_ID)
+    if payload["training"] == "prefixes":  # the default, left out so older ids still match
+        del payload["training"]
     payload["protocol"] = protocol
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
@@ -94,6 +96,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         max_len=config.max_len,
         num_workers=config.num_workers,
         seed=config.seed,
+        training=config.training,
     )
     spec = data.spec()
     model = create_model(config.model, spec, config.params)
