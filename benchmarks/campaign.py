@@ -6,7 +6,8 @@ store, then write the leaderboards. It prints each run's test metrics as it goes
 
 Each run is `bench.training.run.execute` with the data set's default protocol
 (ml-100k: user-loo, taobao: user-time); runs already in the store are skipped, so the
-command can be stopped and started again. `--parallel N` runs N processes, one torch
+command can be stopped and started again. `--training sequences` trains the models that
+allow it (gru4rec, lstm, sasrec, bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one torch
 thread each.
 """
 
@@ -25,11 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
+    from bench.models.registry import get_model_class
     from bench.results import ResultsStore
     from bench.training.config import resolve
     from bench.training.run import execute
 
+    able = getattr(get_model_class(model), "trains_on_sequences", False)
     settings = {
+        "training": args.training if able else "prefixes",
         "model": model,
         "dataset": dataset,
         "seed": seed,
@@ -56,6 +60,12 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--training",
+        choices=("prefixes", "sequences"),
+        default="prefixes",
+        help="sequences: whole windows for the models that allow it, prefixes for the rest",
+    )
     parser.add_argument("--results", default="runs/campaign.db")
     parser.add_argument("--runs-dir", default="runs/campaign")
     parser.add_argument("--leaderboards", default="leaderboards")
