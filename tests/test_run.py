@@ -94,6 +94,26 @@ def test_training_on_whole_sequences_learns(planted_dir, tmp_path, model, epochs
     assert run["run_id"] != run_id_for(prefixes, run["protocol"])
 
 
+def test_sampled_softmax_runs_take_row_sparse_steps(planted_dir, tmp_path):
+    """Under sampled softmax a run picks LazyAdamW with a sparse item gradient, and learns."""
+    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
+    settings = {"loss": "sampled", "n_negatives": 20, "lr": 0.01}
+    lazy = execute(_config(planted_dir, tmp_path, "gru4rec", **settings), progress=False)
+    assert lazy["loss"] == "SampledSoftmax" and lazy["optimizer"] == "lazy_adamw"
+    assert lazy["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
+    dense = execute(
+        _config(planted_dir, tmp_path, "gru4rec", optimizer="adamw", **settings), progress=False
+    )
+    assert dense["optimizer"] == "adamw" and dense["run_id"] != lazy["run_id"]
+    full = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1), progress=False)
+    assert full["optimizer"] == "adamw"
+    with pytest.raises(ConfigError, match="lazy_adamw needs a sampled softmax"):
+        execute(
+            _config(planted_dir, tmp_path, "gru4rec", optimizer="lazy_adamw", max_epochs=1),
+            progress=False,
+        )
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
     full = execute(
         _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),

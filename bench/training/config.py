@@ -39,6 +39,8 @@ class RunConfig(pydantic.BaseModel):
     # windows with a loss at every position (SASRec's and BERT4Rec's papers), for the
     # models that allow it: the same targets for a fraction of the encoder work
     training: Literal["prefixes", "sequences"] = "prefixes"
+    # auto: LazyAdamW with row-sparse item gradients under sampled softmax, else AdamW
+    optimizer: Literal["auto", "adamw", "lazy_adamw"] = "auto"
     exclude_history: bool = False
     devices: int | str = 1
     strategy: str = "auto"

@@ -9,8 +9,9 @@ import lightning as L
 import numpy as np
 import torch
 
+from bench.errors import ConfigError
 from bench.evaluation import RankingMetrics, chunked_ranks
-from bench.training.losses import make_criterion
+from bench.training.losses import LazyAdamW, enable_sparse_item_grads, make_criterion
 
 
 class SequenceTask(L.LightningModule):
@@ -26,6 +27,8 @@ class SequenceTask(L.LightningModule):
         n_negatives: int = 8192,
         ks: tuple[int, ...] = (5, 10, 20, 50),
         exclude_history: bool = False,
+        optimizer: str = "auto",
+        sparse_allowed: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -37,6 +40,7 @@ class SequenceTask(L.LightningModule):
             loss, model.item_table, spec.n_items, spec.item_counts, n_negatives=n_negatives
         )
         self.loss_kind = type(self.criterion).__name__
+        self.optimizer_kind = self._pick_optimizer(optimizer, sparse_allowed)
         self.val_metrics = RankingMetrics(ks=ks)
         self.test_metrics = RankingMetrics(ks=ks)
         self.test_reciprocal_ranks = None
@@ -82,8 +86,26 @@ class SequenceTask(L.LightningModule):
         self.log_dict({f"test/{k}": v for k, v in values.items()})
         self.test_metrics.reset()
 
+    def _pick_optimizer(self, choice: str, sparse_allowed: bool) -> str:
+        """auto: LazyAdamW with a row-sparse item gradient under sampled softmax (a step
+        then touches only the rows it used: 16-37x cheaper at 4.16M items), else AdamW.
+        `sparse_allowed` is False under several processes (see run._several_processes)."""
+        if choice == "adamw" or (choice == "auto" and not sparse_allowed):
+            return "adamw"
+        if enable_sparse_item_grads(self.model, self.criterion):
+            return "lazy_adamw"
+        if choice == "lazy_adamw":
+            raise ConfigError(
+                "optimizer lazy_adamw needs a sampled softmax over the model's own item "
+                f"embedding ({self.model.name} with loss {self.loss_kind} has none)",
+                option="optimizer",
+                hint="set loss=sampled, or optimizer=auto",
+            )
+        return "adamw"
+
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        kind = LazyAdamW if self.optimizer_kind == "lazy_adamw" else torch.optim.AdamW
+        return kind(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     # Resuming must give the same result as an uninterrupted run: the random streams
     # (dropout, negative sampling, masking) travel in the checkpoint, as plain types so

@@ -39,10 +39,16 @@ _NOT_IN_ID = {
 }
 
 
+# Settings added after runs were published: at their defaults they stay out of the id,
+# so a run made before they existed keeps its id.
+_LATER_KEYS = {"training": "prefixes", "optimizer": "auto"}
+
+
 def run_id_for(config: RunConfig, protocol: str) -> str:
     payload = config.model_dump(exclude=_NOT_IN_ID)
-    if payload["training"] == "prefixes":  # the default, left out so older ids still match
-        del payload["training"]
+    for key, default in _LATER_KEYS.items():
+        if payload[key] == default:
+            del payload[key]
     payload["protocol"] = protocol
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
@@ -188,6 +194,12 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
     }
 
 
+def _several_processes(config: RunConfig) -> bool:
+    """More than one training process: sparse gradients are then left off (NCCL cannot
+    all-reduce them, and DDP buckets assume dense ones)."""
+    return str(config.devices) not in ("1", "auto") or "ddp" in config.strategy
+
+
 def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_callbacks) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -201,6 +213,8 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         loss=config.loss,
         n_negatives=config.n_negatives,
         exclude_history=config.exclude_history,
+        optimizer=config.optimizer,
+        sparse_allowed=not _several_processes(config),
     )
     monitor = f"val/{config.monitor}"
     checkpoint = ModelCheckpoint(
@@ -255,6 +269,7 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         "eval_seconds": eval_seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
         "loss": task.loss_kind,
+        "optimizer": task.optimizer_kind,
         "checkpoint": best,
         "world_size": trainer.world_size,
         "test_reciprocal_ranks": task.test_reciprocal_ranks,
