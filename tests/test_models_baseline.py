@@ -64,6 +64,13 @@ def naive_scores(name: str, cfg, sequences, history: list[int], n_items: int) ->
             }[cfg.weighting]
         return 1.0
 
+    remind = cfg.remind
+    if remind == "auto":  # on when >= 5% of training events repeat an earlier item
+        events = sum(len(items) - 1 for items, _ in sequences)
+        repeats = sum(
+            1 for items, _ in sequences for k in range(1, len(items)) if items[k] in items[:k]
+        )
+        remind = events > 0 and repeats / events >= 0.05
     relevant = [s for s in sessions if s["items"] & current]
     relevant.sort(key=lambda s: recency[s["id"]])
     if cfg.sample_size > 0:
@@ -110,7 +117,7 @@ def naive_scores(name: str, cfg, sequences, history: list[int], n_items: int) ->
         if name == "stan":
             p_star = max(s["lastpos"][i] for i in s["items"] if i in current)
         for item in s["items"]:
-            if not cfg.remind and item in history:
+            if not remind and item in history:
                 continue
             contribution = value
             if name == "vsknn" and cfg.idf_weighting > 0:
@@ -293,7 +300,7 @@ def test_max_history_uses_the_last_events():
 
 def test_remind_false_leaves_history_items_unscored():
     seqs = [([1, 2, 3], [0, 1, 2])]
-    on = hand_model("sknn", seqs, {}).scores(to_batch([[1, 2]], 2))[0]
+    on = hand_model("sknn", seqs, {"remind": True}).scores(to_batch([[1, 2]], 2))[0]
     off = hand_model("sknn", seqs, {"remind": False}).scores(to_batch([[1, 2]], 2))[0]
     assert on[1] > 0 and on[2] > 0 and on[3] > 0
     assert off[1] == 0 and off[2] == 0 and off[3] == on[3]
@@ -402,3 +409,18 @@ def test_scores_before_fit_is_an_error():
     model = create_model("sknn", DataSpec(n_items=5))
     with pytest.raises(RuntimeError, match="fit"):
         model.scores(to_batch([[1]], 1))
+
+
+@pytest.mark.parametrize("name", ["sknn", "vsknn", "stan"])
+def test_remind_auto_follows_how_often_training_targets_repeat(name):
+    no_repeats = [([1, 2, 3], [0, 1, 2]), ([2, 4, 5], [3, 4, 5])]
+    model = hand_model(name, no_repeats, {})
+    assert model.repeat_rate == 0 and model.remind is False
+    scores = model.scores(to_batch([[2]], 1))[0]
+    assert scores[2] == 0 and scores[1] > 0  # a history item is not recommended back
+    revisits = [([1, 2, 1, 3], [0, 1, 2, 3]), ([2, 4, 2], [4, 5, 6])]
+    model = hand_model(name, revisits, {})
+    assert model.repeat_rate == pytest.approx(2 / 5) and model.remind is True
+    assert model.scores(to_batch([[2]], 1))[0][2] > 0
+    assert model.fit_summary() == {"remind": True, "repeat_rate": pytest.approx(0.4)}
+    assert hand_model(name, revisits, {"remind": False}).remind is False

@@ -188,6 +188,10 @@ class Baseline:
         """(B, n_items + 1) scores; higher is better; column 0 is ignored."""
         raise NotImplementedError
 
+    def fit_summary(self) -> dict:
+        """Settings `fit` decided from the data (recorded in the run's result)."""
+        return {}
+
     @staticmethod
     def search_space(trial) -> dict:
         return {}

@@ -216,6 +216,26 @@ class Neighbours:
         return Neighbours(**{k: take(v, index) if v is not None else v for k, v in fields})
 
 
+# remind="auto" keeps scoring history items when at least this share of training
+# targets repeats an item of its own sequence: e-commerce logs revisit items (the
+# Taobao sample: most targets), rating logs never do (ml-100k: none), and there a
+# reminded item can only push the real target down the list.
+REMIND_AUTO_MIN = 0.05
+
+
+def repeat_rate(train: TrainSequences, n_items: int) -> float:
+    """Share of training events (after each sequence's first) whose item occurred
+    earlier in the same sequence."""
+    n = train.items.numel()
+    n_seq = train.offsets.numel() - 1
+    if n - n_seq <= 0:
+        return 0.0
+    seq = torch.repeat_interleave(torch.arange(n_seq), train.offsets.diff())
+    key = torch.sort(seq * (n_items + 1) + train.items.long()).values
+    repeats = int((key[1:] == key[:-1]).sum())
+    return repeats / (n - n_seq)
+
+
 class SessionKNN(Baseline):
     """Base of sknn / vsknn / stan: subclasses define the weights and the similarity.
 
@@ -231,16 +251,24 @@ class SessionKNN(Baseline):
 
     def __init__(self, config, spec: DataSpec) -> None:
         super().__init__(config, spec)
+        self.remind = config.remind is True  # resolved by fit() when "auto"
+        self.repeat_rate: float | None = None
         self.index: SessionIndex | None = None
         self._on_device: dict[torch.device, SessionIndex] = {}
         self._dense: dict[torch.device, Tensor] = {}
 
     def fit(self, train: TrainSequences) -> SessionKNN:
+        self.repeat_rate = repeat_rate(train, self.spec.n_items)
+        remind = self.config.remind
+        self.remind = self.repeat_rate >= REMIND_AUTO_MIN if remind == "auto" else bool(remind)
         self.index = SessionIndex.build(train, self.spec.n_items)
         self._on_device = {torch.device("cpu"): self.index}
         self._dense = {}
         self.fitted(train)
         return self
+
+    def fit_summary(self) -> dict:
+        return {"remind": self.remind, "repeat_rate": self.repeat_rate}
 
     # ---- hooks ------------------------------------------------------------------
 
@@ -302,7 +330,7 @@ class SessionKNN(Baseline):
                 cand = self._candidates(index, query, weights, counts, (q0, q1), (r0, r1), dense)
                 cand.sim = self.similarity(cand, query, weights, index)
                 self._score(index, self._top_k(cand, r0, r1), query, out, r0, r1)
-        if not cfg.remind:
+        if not self.remind:
             seen = torch.where((items >= 0) & (items <= n_items), items.long(), 0)
             out.scatter_(1, seen, 0.0)
         return out

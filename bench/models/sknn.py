@@ -39,7 +39,9 @@ class SKNN(SessionKNN):
         sample_size: Annotated[int, Field(ge=0)] = 500  # most recent candidates; 0 = all
         similarity: Literal["cosine", "jaccard"] = "cosine"
         max_history: Annotated[int, Field(ge=1)] = 10  # last events forming the "session"
-        remind: bool = True  # False: items already in the history get no score
+        # False: items already in the history get no score; auto: on when training
+        # targets repeat their own history often enough (knn.REMIND_AUTO_MIN)
+        remind: bool | Literal["auto"] = "auto"
 
     def similarity(
         self, cand: Neighbours, query: Query, weights: torch.Tensor, index: SessionIndex

@@ -21,7 +21,7 @@ Set a lambda very large to switch its decay off. Ties: see bench/models/knn.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -52,7 +52,9 @@ class STAN(SessionKNN):
         lambda_snh: Annotated[float, Field(gt=0)] = 5.0  # neighbour recency decay (days)
         lambda_inh: Annotated[float, Field(gt=0)] = 2.05  # neighbour item position decay
         max_history: Annotated[int, Field(ge=1)] = 50  # last events forming the "session"
-        remind: bool = True  # False: items already in the history get no score
+        # False: items already in the history get no score; auto: on when training
+        # targets repeat their own history often enough (knn.REMIND_AUTO_MIN)
+        remind: bool | Literal["auto"] = "auto"
 
     def fitted(self, train: TrainSequences) -> None:
         ts = train.ts

@@ -76,7 +76,9 @@ class VSKNN(SessionKNN):
         similarity: Literal["vec", "cosine"] = "vec"
         idf_weighting: Annotated[float, Field(ge=0)] = 0.0  # 0 = off
         max_history: Annotated[int, Field(ge=1)] = 50  # last events forming the "session"
-        remind: bool = True  # False: items already in the history get no score
+        # False: items already in the history get no score; auto: on when training
+        # targets repeat their own history often enough (knn.REMIND_AUTO_MIN)
+        remind: bool | Literal["auto"] = "auto"
 
     def fitted(self, train: TrainSequences) -> None:
         sessions = max(int((self.index.sess_size > 0).sum()), 1)  # non-empty ones

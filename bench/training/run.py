@@ -190,6 +190,7 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
         "eval_seconds": (time.perf_counter() - start) / 2,
         "parameters": 0,
         "loss": None,
+        "fit_summary": model.fit_summary(),
         "test_reciprocal_ranks": np.asarray(reciprocal_ranks, dtype=np.float64),
     }
 
