@@ -7,7 +7,7 @@ store, then write the leaderboards. It prints each run's test metrics as it goes
 Each run is `bench.training.run.execute` with the data set's default protocol
 (ml-100k: user-loo, taobao: user-time); runs already in the store are skipped, so the
 command can be stopped and started again. `--training sequences` trains the models that
-allow it (gru4rec, lstm, sasrec, bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one torch
+allow it (gru4rec, lstm, narm, sasrec, bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one torch
 thread each.
 """
 

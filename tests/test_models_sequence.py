@@ -259,7 +259,7 @@ def test_bert4rec_encode_reads_the_appended_mask(task):
         assert not torch.allclose(model.encode(batch), model.project(hidden[row, lengths - 1]))
 
 
-@pytest.mark.parametrize("name", ["gru4rec", "lstm", "sasrec"])
+@pytest.mark.parametrize("name", ["gru4rec", "lstm", "narm", "sasrec"])
 def test_position_outputs_are_causal_and_end_in_the_history_vector(task, name):
     """encode_positions(j) sees events 0..j only, and its last real row is encode()."""
     spec, train, _, _ = task

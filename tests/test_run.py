@@ -160,7 +160,7 @@ def test_predict_round_trip(planted_dir, tmp_path):
         ({"dropout": "high"}, "bad value for gru4rec.dropout"),
         ({"lr": -1}, "bad value for lr"),
         ({"monitor": "auc"}, "bad value for monitor"),
-        ({"model": "narm", "training": "sequences"}, "trains on prefixes only"),
+        ({"model": "srgnn", "training": "sequences"}, "trains on prefixes only"),
         ({"training": "windows"}, "bad value for training"),
     ],
 )

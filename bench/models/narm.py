@@ -25,6 +25,7 @@ class NARM(SequenceModel):
     name = "narm"
     family = "recurrent"
     paper = "Li, Ren, Chen, Ren, Lian, Ma. Neural Attentive Session-based Recommendation. CIKM 2017"
+    trains_on_sequences = True  # a prefix's output needs only the GRU states up to it
 
     @dataclass
     class Config(ModelConfig):
@@ -55,6 +56,16 @@ class NARM(SequenceModel):
         c_local = (alpha * states).masked_fill(~real, 0.0).sum(1)
         c_t = self.context_dropout(torch.cat([c_local, h_t], dim=-1))
         return self.bilinear(c_t)
+
+    def encode_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every prefix at once: position t attends over states 0..t with query h_t."""
+        states, _ = self.gru(self.dropout(self.embedding(batch)))  # (B, L, H)
+        keys, queries = self.a1(states), self.a2(states)
+        alpha = self.v(torch.sigmoid(keys.unsqueeze(1) + queries.unsqueeze(2))).squeeze(-1)
+        width = states.size(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=states.device).tril()
+        c_local = alpha.masked_fill(~causal, 0.0) @ states  # (B, L, L) @ (B, L, H)
+        return self.bilinear(self.context_dropout(torch.cat([c_local, states], dim=-1)))
 
     @staticmethod
     def search_space(trial) -> dict:
