@@ -123,24 +123,23 @@ def item_memory(n_items: int, dim: int, sparse: bool, touched_rows: int = 0) -> 
 
 
 def build(model_name: str, n_items: int, loss: str, dim: int, n_negatives: int, seed: int = 0):
-    """(model, criterion, optimizer, sparse?, counts) as SequenceTask would set them up."""
+    """(model, criterion, optimizer, sparse?, counts), set up by SequenceTask itself."""
     from bench.models.base import DataSpec
     from bench.models.registry import create_model
-    from bench.training.losses import LazyAdamW, enable_sparse_item_grads, make_criterion
+    from bench.training.module import SequenceTask
 
     torch.manual_seed(seed)
     counts = zipf_counts(n_items, seed=seed)
     spec = DataSpec(n_items=n_items, max_len=50, has_behavior=True, item_counts=counts)
     model = create_model(model_name, spec, {"embedding_dim": dim})
-    kind = "full" if loss == "full" else "sampled"
-    criterion = make_criterion(kind, model.item_table, n_items, counts, n_negatives=n_negatives)
-    sparse = loss == "sampled-sparse" and enable_sparse_item_grads(model, criterion)
-    if loss == "sampled-sparse" and not sparse:
-        raise RuntimeError(f"{model_name}: sparse item gradients could not be switched on")
-    optimizer = (LazyAdamW if sparse else torch.optim.AdamW)(
-        model.parameters(), lr=1e-3, weight_decay=0.0
+    task = SequenceTask(
+        model,
+        loss="full" if loss == "full" else "sampled",
+        n_negatives=n_negatives,
+        optimizer="lazy_adamw" if loss == "sampled-sparse" else "adamw",
     )
-    return model, criterion, optimizer, sparse, counts
+    sparse = task.optimizer_kind == "lazy_adamw"
+    return model, task.criterion, task.configure_optimizers(), sparse, counts
 
 
 def measure_training(

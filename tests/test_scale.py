@@ -461,3 +461,26 @@ def test_synthetic_batch_is_contract_shaped():
     repeats = (full.sort(1).values.diff(1) == 0).any(1).double().mean()
     assert repeats > 0.5  # revisits give the graph models real graphs
     assert counts[0] == 0 and counts[1:].min() >= 1
+
+
+def test_sequence_task_picks_sparse_updates_above_the_sampled_threshold():
+    """loss=auto over 300k items: sampled softmax, row-sparse item grads, LazyAdamW."""
+    from bench.training.module import SequenceTask
+
+    counts = zipf_counts(300_000, total=3_000_000)
+    spec = DataSpec(n_items=300_000, max_len=10, item_counts=counts)
+    task = SequenceTask(create_model("gru4rec", spec, {"embedding_dim": 8}), n_negatives=64)
+    assert task.loss_kind == "SampledSoftmax" and task.optimizer_kind == "lazy_adamw"
+    optimizer = task.configure_optimizers()
+    assert isinstance(optimizer, LazyAdamW)
+    before = task.model.item_table().detach().clone()
+    batch = synthetic_batch(16, counts, max_len=10)
+    task.model.training_loss(batch, task.criterion).backward()
+    assert task.model.item_table().grad.is_sparse
+    optimizer.step()
+    moved = (task.model.item_table().detach() != before).any(1).sum()
+    assert 0 < int(moved) < 2_000  # only the batch's rows and its negatives
+    single = SequenceTask(
+        create_model("gru4rec", spec, {"embedding_dim": 8}), n_negatives=64, sparse_allowed=False
+    )
+    assert single.optimizer_kind == "adamw"
