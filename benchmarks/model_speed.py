@@ -106,6 +106,7 @@ def measure(
     threads: int = 1,
     seed: int = 0,
     batches: int = 0,
+    training: str = "prefixes",
 ) -> dict:
     """Train `model` for `epochs` epochs in this process; return timings and run facts."""
     import torch
@@ -132,6 +133,7 @@ def measure(
             runs_dir=runs,
             params=params,
             limit_train_batches=batches or None,
+            training=training,
         )
         start = time.perf_counter()
         result = execute(config, progress=False, callbacks=[timer])
@@ -144,6 +146,7 @@ def measure(
         "protocol": result["protocol"],
         "hyperparameters": result["hyperparameters"],
         "batch_size": batch_size,
+        "training": training,
         "eval_batch_size": eval_batch_size,
         "lr": lr,
         "optimizer": "AdamW(weight_decay=0)" if result["family"] != "baseline" else None,
@@ -162,7 +165,8 @@ def measure(
         "hardware": result["hardware"],
     }
     if timer.train:
-        full = -(-out["train_examples"] // batch_size)
+        # whole epochs: the batches the epoch had (windows under training=sequences)
+        full = -(-out["train_examples"] // batch_size) if batches else timer.batches[0]
         scale = full / timer.batches[0]
         out.update(
             epoch_seconds=[w * scale for w, _ in timer.train],  # per whole epoch
@@ -208,6 +212,8 @@ def run_subprocess(
         str(args.threads),
         "--batches",
         str(args.batches),
+        "--training",
+        args.training,
         "--data-dir",
         str(args.data_dir),
     ]
@@ -283,10 +289,18 @@ def main() -> None:
         default=0,
         help="train batches timed per epoch, extrapolated (0 = all)",
     )
+    parser.add_argument(
+        "--training",
+        choices=("prefixes", "sequences"),
+        default="prefixes",
+        help="sequences: whole windows (time whole epochs: --batches 0)",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
     parser.add_argument("--cache-dir", default=None, help="artifact cache (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="also write all rows as JSON here")
     args = parser.parse_args()
+    if args.training == "sequences" and args.batches:
+        parser.error("--training sequences times whole epochs: leave --batches at 0")
     params = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -308,6 +322,7 @@ def main() -> None:
             lr=args.lr,
             threads=args.threads,
             batches=args.batches,
+            training=args.training,
         )
         print(json.dumps(row, default=str))
         return
@@ -321,7 +336,8 @@ def main() -> None:
         print(
             f"{info['nproc']} CPU(s), {info['cpu']}, load {info['load_average']}; "
             f"{args.threads} torch thread(s), OMP_NUM_THREADS={args.threads}; ml-100k user-loo, "
-            f"batch {args.batch_size}, eval batch {args.eval_batch_size}, lr {args.lr}, "
+            f"training={args.training}, batch {args.batch_size}, "
+            f"eval batch {args.eval_batch_size}, lr {args.lr}, "
             f"{args.epochs} epoch(s), "
             f"{f'{args.batches} batches timed per epoch' if args.batches else 'whole epochs'}",
             flush=True,
