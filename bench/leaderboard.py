@@ -163,8 +163,23 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "hardware": results[0].get("hardware", {}),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
+        "training": _training(results[0]),
         "rr": _reciprocal_ranks(group),
     }
+
+
+def _training(result: dict) -> str:
+    """How a row was trained: what its numbers depend on besides the hyperparameters."""
+    run = result.get("run_config") or {}
+    if result.get("epochs") == 0:
+        return "fit, no epochs"
+    if "max_epochs" not in run:
+        return "n/a"
+    return (
+        f"{run.get('training', 'prefixes')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
+        f"<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
+        f"{run.get('monitor')}, epochs {result.get('epochs')}"
+    )
 
 
 def _mark_significance(entries: list[dict]) -> None:
@@ -194,6 +209,7 @@ COLUMNS = [
     *METRICS,
     "s/epoch",
     "budget",
+    "training",
     "params",
     "seeds",
     "worse than top?",
@@ -216,6 +232,7 @@ def _row_values(e: dict, top: bool) -> list[str]:
             if budget.get("trials")
             else f"untuned, {budget.get('seconds', 0):.0f} s"
         ),
+        e["training"],
         f"{e['parameters']:,}",
         ",".join(map(str, e["seeds"])),
         _sig(e),

@@ -48,7 +48,16 @@ def _add(
             },
         },
         "hyperparameters": {"embedding_dim": 64},
-        "run_config": {"lr": lr, "seed": seed},
+        "run_config": {
+            "lr": lr,
+            "seed": seed,
+            "training": "sequences",
+            "batch_size": 64,
+            "max_epochs": 50,
+            "patience": 5,
+            "monitor": "ndcg@10",
+        },
+        "epochs": 12,
         "train_seconds": 10.0,
         "seconds_per_epoch": 2.0 if model == "sasrec" else 1.0,
         "parameters": 1000,
@@ -110,6 +119,8 @@ def test_written_files(store, tmp_path):
     assert "ml-100k__user-loo__any.md" in names and "index.html" in names
     md = (tmp_path / "boards" / "ml-100k__user-loo__any.md").read_text()
     assert "0.3200 ± 0.0163" in md and "paired bootstrap" in md
+    # each row says how it was trained, not only with which hyperparameters
+    assert "sequences, batch 64, lr 0.001, <= 50 epochs, patience 5 on ndcg@10, epochs 12" in md
     synth_md = (tmp_path / "boards" / "taobao-synth__user-time__any.md").read_text()
     assert "SYNTHETIC" in synth_md
     with open(tmp_path / "boards" / "ml-100k__user-loo__any.csv") as f:
