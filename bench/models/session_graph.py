@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch_geometric.utils import scatter
 
 from bench.models.base import HistoryEmbedding
 
@@ -99,6 +98,10 @@ class GatedSessionGNN(nn.Module):
         self.gru = nn.GRUCell(2 * dim, dim)
 
     def forward(self, states: torch.Tensor, graph: SessionGraph) -> torch.Tensor:
+        # imported here: torch_geometric takes 5-15 s to import, which every `bench` command
+        # and sweep worker would pay at start-up for models that never build a graph
+        from torch_geometric.utils import scatter
+
         src, dst = graph.edge_index
         n_nodes = states.size(0)
         w_in = graph.in_weight.to(states.dtype).unsqueeze(1)
