@@ -82,6 +82,29 @@ def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def _gather_histories(
+    events: EventTensors, lo: torch.Tensor, lengths: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Events lo .. lo + length - 1 of each row as left-aligned (B, L) int64 columns, 0 =
+    padding, L the longest; returns (batch with `lengths`, event rows, real-event mask)."""
+    width = int(lengths.max()) if lengths.numel() else 0
+    offsets = torch.arange(width)
+    mask = offsets < lengths.unsqueeze(1)
+    rows = torch.where(mask, lo.unsqueeze(1) + offsets, 0)
+
+    def take(column: torch.Tensor) -> torch.Tensor:
+        return column[rows].long().masked_fill_(~mask, 0)
+
+    batch = {
+        "items": take(events.items),
+        "behaviors": take(events.behaviors),
+        "categories": take(events.categories),
+        "gaps": take(events.gaps),
+        "lengths": lengths,
+    }
+    return batch, rows, mask
+
+
 class ExampleSet(Dataset):
     """The examples of one split: example i predicts events[pos[i]] from its history."""
 
@@ -103,24 +126,10 @@ class ExampleSet(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         pos, start = self.pos[idx], self.start[idx]
         lengths = torch.clamp(pos - start, max=self.max_len)
-        width = int(lengths.max()) if idx.numel() else 0
-        offsets = torch.arange(width)
-        mask = offsets < lengths.unsqueeze(1)  # (B, L): left-aligned real events
-        rows = torch.where(mask, (pos - lengths).unsqueeze(1) + offsets, 0)
-        ev = self.events
-
-        def take(column: torch.Tensor) -> torch.Tensor:
-            return column[rows].long().masked_fill_(~mask, 0)
-
-        return {
-            "items": take(ev.items),
-            "behaviors": take(ev.behaviors),
-            "categories": take(ev.categories),
-            "gaps": take(ev.gaps),
-            "lengths": lengths,
-            "targets": ev.items[pos].long(),
-            "target_behaviors": ev.behaviors[pos].long(),
-        }
+        batch, _, _ = _gather_histories(self.events, pos - lengths, lengths)
+        batch["targets"] = self.events.items[pos].long()
+        batch["target_behaviors"] = self.events.behaviors[pos].long()
+        return batch
 
 
 class WindowSet(Dataset):
@@ -174,28 +183,14 @@ class WindowSet(Dataset):
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        lo, end = self.lo[idx], self.end[idx]
-        lengths = end - lo
-        width = int(lengths.max()) if idx.numel() else 0
-        offsets = torch.arange(width)
-        mask = offsets < lengths.unsqueeze(1)
-        rows = torch.where(mask, lo.unsqueeze(1) + offsets, 0)
+        lo = self.lo[idx]
+        batch, rows, mask = _gather_histories(self.events, lo, self.end[idx] - lo)
         nxt = torch.where(mask, rows + 1, len(self.events))  # the owner table's spare slot
         predicted = mask & (self.owner[nxt] == idx.unsqueeze(1))
-        ev = self.events
-
-        def take(column: torch.Tensor, at: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-            return column[at.clamp(max=len(ev) - 1)].long().masked_fill_(~keep, 0)
-
-        return {
-            "items": take(ev.items, rows, mask),
-            "behaviors": take(ev.behaviors, rows, mask),
-            "categories": take(ev.categories, rows, mask),
-            "gaps": take(ev.gaps, rows, mask),
-            "lengths": lengths,
-            "targets": take(ev.items, nxt, predicted),
-            "target_behaviors": take(ev.behaviors, nxt, predicted),
-        }
+        nxt = nxt.clamp(max=len(self.events) - 1)
+        batch["targets"] = self.events.items[nxt].long().masked_fill_(~predicted, 0)
+        batch["target_behaviors"] = self.events.behaviors[nxt].long().masked_fill_(~predicted, 0)
+        return batch
 
 
 class _ShardSampler(DistributedSampler):
