@@ -17,39 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.model_speed import DEFAULT_DATA, ROOT, thread_env
-from benchmarks.recbole_compare import MODELS, PEERS, VENV, ensure_venv
+from benchmarks.model_speed import DEFAULT_DATA
+from benchmarks.recbole_compare import MODELS, PEERS, VENV, ensure_venv, run_recbole
 
 KS = (10, 20)
-
-
-def run_recbole(python: Path, pair, max_epochs: int, workdir: Path) -> dict:
-    cmd = [
-        str(python),
-        str(ROOT / "benchmarks" / "recbole_worker.py"),
-        "--model",
-        pair.recbole,
-        "--workdir",
-        str(workdir / pair.recbole),
-        "--epochs",
-        str(max_epochs),
-        "--anomaly",
-        "off",
-        "--fit",
-    ]
-    for key, value in pair.recbole_settings.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    env = thread_env(1)
-    env.pop("PYTHONPATH", None)
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"RecBole {pair.recbole} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_bench(pair, max_epochs: int, data_dir: str, runs_dir: Path) -> dict:
@@ -96,7 +70,7 @@ def main() -> None:
     work = PEERS / "recbole_accuracy"
     for name in args.models.split(","):
         pair = pairs[name]
-        rb = run_recbole(python, pair, args.max_epochs, work)
+        rb = run_recbole(python, pair, args.max_epochs, work, 0, anomaly="off", fit=True)
         be = run_bench(pair, args.max_epochs, args.data_dir, work / "bench")
         test = be["metrics"]["test"]
         row = {

@@ -192,8 +192,15 @@ def recbole_data_file(python: Path) -> Path:
 
 
 def run_recbole(
-    python: Path, pair: Pair, epochs: int, workdir: Path, batches: int, anomaly: str = "shipped"
+    python: Path,
+    pair: Pair,
+    epochs: int,
+    workdir: Path,
+    batches: int,
+    anomaly: str = "shipped",
+    fit: bool = False,
 ) -> dict:
+    """One RecBole worker process: timed epochs, or with `fit` training to early stopping."""
     cmd = [
         str(python),
         str(ROOT / "benchmarks" / "recbole_worker.py"),
@@ -210,6 +217,8 @@ def run_recbole(
         "--anomaly",
         anomaly,
     ]
+    if fit:
+        cmd.append("--fit")
     for key, value in pair.recbole_settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     env = thread_env(1)
