@@ -173,7 +173,6 @@ class WindowSet(Dataset):
         # owner[e] = window whose loss predicts event e (-1: no training target)
         self.owner = torch.full((len(events) + 1,), -1, dtype=torch.long)
         self.owner[pos] = window
-        self.n_targets = pos.numel()
 
     def __len__(self) -> int:
         return self.lo.numel()
