@@ -23,26 +23,43 @@ METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr@20")
 SIGNIFICANCE = "paired bootstrap over test histories (10,000 resamples, 95% CI of ΔMRR)"
 
 
+# run options that never change a result: where files go, how many threads or devices
+PLACEMENT_KEYS = {
+    "seed",
+    "run_id",
+    "resume",
+    "runs_dir",
+    "data_dir",
+    "cache_dir",
+    "wandb",
+    "wandb_group",
+    "threads",
+    "num_workers",
+    "devices",
+    "strategy",
+}
+# options of gradient training: a model that is fitted without epochs (pop, the kNN
+# family) ignores them, so runs that differ only here are the same configuration
+TRAINING_KEYS = {
+    "max_epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "monitor",
+    "loss",
+    "n_negatives",
+    "training",
+    "optimizer",
+    "precision",
+    "accelerator",
+    "limit_train_batches",
+}
+
+
 def _config_key(result: dict) -> str:
-    run = {
-        k: v
-        for k, v in result.get("run_config", {}).items()
-        if k
-        not in {
-            "seed",
-            "run_id",
-            "resume",
-            "runs_dir",
-            "data_dir",
-            "cache_dir",
-            "wandb",
-            "wandb_group",
-            "threads",
-            "num_workers",
-            "devices",
-            "strategy",
-        }
-    }
+    ignored = PLACEMENT_KEYS | (TRAINING_KEYS if result.get("epochs") == 0 else set())
+    run = {k: v for k, v in result.get("run_config", {}).items() if k not in ignored}
     return json.dumps([result.get("hyperparameters"), run], sort_keys=True, default=str)
 
 
@@ -143,17 +160,19 @@ def build_tables(
 
 
 def _summarise(model: str, group: list[dict]) -> dict:
-    results = [g["result"] for g in group]
+    results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
     mean = {m: float(np.mean([t.get(m, float("nan")) for t in test])) for m in METRICS}
-    std = {m: float(np.std([t.get(m, float("nan")) for t in test])) for m in METRICS}
+    # sample standard deviation over seeds (ddof=1), as papers report seed spread
+    ddof = 1 if len(test) > 1 else 0
+    std = {m: float(np.std([t.get(m, float("nan")) for t in test], ddof=ddof)) for m in METRICS}
     budget = results[0].get("budget") or {
         "trials": 0,
         "seconds": sum(r["train_seconds"] for r in results),
     }
     return {
         "model": model,
-        "seeds": sorted(r["seed"] for r in results),
+        "seeds": [r["seed"] for r in results],
         "mean": mean,
         "std": std,
         "seconds_per_epoch": float(np.mean([r.get("seconds_per_epoch") or 0 for r in results])),
@@ -163,12 +182,20 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "hardware": results[0].get("hardware", {}),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
-        "training": _training(results[0]),
+        "training": _training(results[0], [r.get("epochs") for r in results]),
+        "mode": _mode(results[0]),
+        "epochs": [r.get("epochs") for r in results],
         "rr": _reciprocal_ranks(group),
     }
 
 
-def _training(result: dict) -> str:
+def _mode(result: dict) -> str:
+    if result.get("epochs") == 0:
+        return "fit"
+    return (result.get("run_config") or {}).get("training", "prefixes")
+
+
+def _training(result: dict, epochs: list) -> str:
     """How a row was trained: what its numbers depend on besides the hyperparameters."""
     run = result.get("run_config") or {}
     if result.get("epochs") == 0:
@@ -178,7 +205,7 @@ def _training(result: dict) -> str:
     return (
         f"{run.get('training', 'prefixes')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
         f"<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
-        f"{run.get('monitor')}, epochs {result.get('epochs')}"
+        f"{run.get('monitor')}, epochs {','.join(map(str, epochs))}"
     )
 
 
@@ -283,10 +310,46 @@ def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
                     ]
                 )
         written += [out / f"{stem}.md", out / f"{stem}.csv"]
+    summary = out / "summary.md"
+    summary.write_text(render_summary(tables))
+    written.append(summary)
     page = out / "index.html"
     page.write_text(render_html(tables))
     written.append(page)
     return written
+
+
+SUMMARY_METRICS = ("hr@10", "ndcg@10", "mrr@20")
+
+
+def render_summary(tables: list[dict]) -> str:
+    """Every board in one short page: the headline metrics, seeds and epochs per model."""
+    lines = [
+        "# Leaderboard summary",
+        "",
+        "Test metrics of the best-validation checkpoint, mean ± sample standard deviation over "
+        "seeds; full tables with significance, budgets and hyperparameters are in the files "
+        "beside this one.",
+    ]
+    for t in tables:
+        lines += [
+            "",
+            f"## {_title(t)}",
+            "",
+            "| model | " + " | ".join(m.upper() for m in SUMMARY_METRICS) + " | seeds | epochs run "
+            "| training |",
+            "|---|" + "---|" * (len(SUMMARY_METRICS) + 3),
+        ]
+        for e in t["rows"]:
+            cells = [
+                e["model"],
+                *[_cell(e, m) for m in SUMMARY_METRICS],
+                ",".join(map(str, e["seeds"])),
+                ",".join(map(str, e["epochs"])),
+                e["mode"],
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
