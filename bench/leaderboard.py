@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.results import ResultsStore
+from bench.training.config import RunConfig
 
 METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr@20")
 SIGNIFICANCE = "paired bootstrap over test histories (10,000 resamples, 95% CI of ΔMRR)"
@@ -57,9 +58,17 @@ TRAINING_KEYS = {
 }
 
 
+# a run option added later defaults to the behaviour before it, so a result written
+# before the option existed ran with its default
+RUN_DEFAULTS = {
+    name: field.default for name, field in RunConfig.model_fields.items() if not field.is_required()
+}
+
+
 def _config_key(result: dict) -> str:
     ignored = PLACEMENT_KEYS | (TRAINING_KEYS if result.get("epochs") == 0 else set())
-    run = {k: v for k, v in result.get("run_config", {}).items() if k not in ignored}
+    given = {**RUN_DEFAULTS, **result.get("run_config", {})}
+    run = {k: v for k, v in given.items() if k not in ignored}
     return json.dumps([result.get("hyperparameters"), run], sort_keys=True, default=str)
 
 

@@ -25,6 +25,7 @@ def _add(
     lr=0.001,
     epochs=12,
     batch_size=64,
+    old_keys=False,
 ):
     rng = np.random.default_rng(seed)
     rr = np.clip(rng.random(400) * 0.5 + rr_shift, 0, 1)
@@ -67,6 +68,8 @@ def _add(
         "versions": {"bench": "0.1.0", "torch": "2.13.0"},
         "test_rr_file": str(rr_file),
     }
+    if not old_keys:
+        result["run_config"]["optimizer"] = "auto"
     store.add(result, kind="run")
 
 
@@ -118,7 +121,11 @@ def test_fitted_models_ignore_training_options_when_grouping_seeds(tmp_path):
     # a neural model run with another batch size is another configuration
     _add(store, tmp_path, "sasrec", 0, 0.3, rr_shift=0.2, batch_size=512)
     _add(store, tmp_path, "sasrec", 1, 0.2, rr_shift=0.2, batch_size=64)
+    # written before the `optimizer` option existed: it ran with today's default
+    _add(store, tmp_path, "gru4rec", 0, 0.3, rr_shift=0.2, old_keys=True)
+    _add(store, tmp_path, "gru4rec", 1, 0.2, rr_shift=0.2)
     rows = {e["model"]: e for e in build_tables(store)[0]["rows"]}
+    assert rows["gru4rec"]["seeds"] == [0, 1]
     assert rows["sknn"]["seeds"] == [0, 1, 2]
     assert rows["sknn"]["training"] == "fit, no epochs"
     assert rows["sasrec"]["seeds"] == [0]
