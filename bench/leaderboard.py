@@ -73,8 +73,9 @@ def _config_key(result: dict) -> str:
 
 
 def _pick_rows(rows: list[dict], monitor: str) -> list[dict]:
-    """One group of seeds per model: the sweep's final runs if any, else the run config
-    with the best mean validation score (chosen on valid, never on test)."""
+    """One group of seeds per model: the sweep's final runs if any, else, among the run
+    configs with the most seeds, the one with the best mean validation score (chosen on
+    valid, never on test; a lucky single seed cannot displace a config run on three)."""
     finals = [r for r in rows if r["kind"] == "final"]
     if finals:
         latest = max(finals, key=lambda r: r["created_at"])
@@ -94,7 +95,9 @@ def _pick_rows(rows: list[dict], monitor: str) -> list[dict]:
     def valid_score(group):
         return np.mean([g["result"]["metrics"]["valid"].get(monitor, 0.0) for g in group])
 
-    best = max(groups.values(), key=valid_score)
+    most_seeds = max(len({g["seed"] for g in group}) for group in groups.values())
+    candidates = [g for g in groups.values() if len({r["seed"] for r in g}) == most_seeds]
+    best = max(candidates, key=valid_score)
     latest_per_seed = {}
     for r in sorted(best, key=lambda r: r["created_at"]):
         latest_per_seed[r["seed"]] = r
@@ -453,8 +456,8 @@ th {{ background: #edf2f7; cursor: pointer; }}
 tbody tr:first-child {{ background: #f0fff4; }}
 </style></head><body>
 <h1>bench leaderboard</h1>
-<p>Mean ± std over seeds of full-ranking test metrics; the configuration of each model was
-chosen on validation. Significance against the top row: {html.escape(SIGNIFICANCE)}.
+<p>Mean ± sample std over seeds of full-ranking test metrics; the configuration of each
+model was chosen on validation, among those run with the most seeds. Significance against the top row: {html.escape(SIGNIFICANCE)}.
 Click a column header to sort.</p>
 {"".join(sections)}
 <script>{_SORT_JS}</script>

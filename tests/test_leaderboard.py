@@ -81,7 +81,10 @@ def store(tmp_path):
     for seed, mrr in enumerate([0.10, 0.12, 0.14]):
         _add(store, tmp_path, "pop", seed, mrr, rr_shift=0.0)
     # a worse configuration of sasrec (lower validation score) must not be picked
-    _add(store, tmp_path, "sasrec", 0, 0.01, rr_shift=0.0, lr=0.1)
+    for seed in range(3):
+        _add(store, tmp_path, "sasrec", seed, 0.01, rr_shift=0.0, lr=0.1)
+    # nor one with a better score on a single seed
+    _add(store, tmp_path, "sasrec", 0, 0.9, rr_shift=0.0, lr=0.01)
     _add(
         store,
         tmp_path,
