@@ -134,6 +134,19 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_p
     assert resumed["metrics"]["valid"] == pytest.approx(full["metrics"]["valid"], abs=1e-9)
 
 
+def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_dir, tmp_path):
+    """A step size too small to change any score: epoch 0 stays the best, and last.ckpt
+    must still hold epoch 2, where a resume has to continue from."""
+    result = execute(
+        _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, lr=1e-12),
+        progress=False,
+    )
+    ckpts = tmp_path / "runs" / result["run_id"] / "checkpoints"
+    assert result["best_epoch"] == 0
+    assert torch.load(ckpts / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
 def test_predict_round_trip(planted_dir, tmp_path):
     result = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
     runner = CliRunner()

@@ -223,9 +223,13 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         filename="best",
         monitor=monitor,
         mode="max",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
+    )
+    # its own callback: `save_last` writes last.ckpt only when a best one is written, so a
+    # resume would go back to the best epoch and redo every epoch after it
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
     )
     stopping = EarlyStopping(monitor=monitor, mode="max", patience=config.patience)
     gpu = config.accelerator in ("gpu", "cuda") or (
@@ -237,7 +241,7 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         devices=config.devices,
         strategy=config.strategy,
         precision=config.precision or ("bf16-mixed" if gpu else "32-true"),
-        callbacks=[checkpoint, stopping, *extra_callbacks],
+        callbacks=[checkpoint, latest, stopping, *extra_callbacks],
         logger=logger if logger else False,
         enable_progress_bar=progress,
         enable_model_summary=False,
