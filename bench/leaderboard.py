@@ -95,8 +95,9 @@ def _pick_rows(rows: list[dict], monitor: str) -> list[dict]:
     def valid_score(group):
         return np.mean([g["result"]["metrics"]["valid"].get(monitor, 0.0) for g in group])
 
-    most_seeds = max(len({g["seed"] for g in group}) for group in groups.values())
-    candidates = [g for g in groups.values() if len({r["seed"] for r in g}) == most_seeds]
+    seed_count = {key: len({r["seed"] for r in group}) for key, group in groups.items()}
+    most_seeds = max(seed_count.values())
+    candidates = [g for key, g in groups.items() if seed_count[key] == most_seeds]
     best = max(candidates, key=valid_score)
     latest_per_seed = {}
     for r in sorted(best, key=lambda r: r["created_at"]):
@@ -174,6 +175,7 @@ def build_tables(
 def _summarise(model: str, group: list[dict]) -> dict:
     results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
+    epochs = [r.get("epochs") for r in results]
     mean = {m: float(np.mean([t.get(m, float("nan")) for t in test])) for m in METRICS}
     # sample standard deviation over seeds (ddof=1), as papers report seed spread
     ddof = 1 if len(test) > 1 else 0
@@ -194,9 +196,9 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "hardware": results[0].get("hardware", {}),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
-        "training": _training(results[0], [r.get("epochs") for r in results]),
+        "training": _training(results[0], epochs),
         "mode": _mode(results[0]),
-        "epochs": [r.get("epochs") for r in results],
+        "epochs": epochs,
         "rr": _reciprocal_ranks(group),
     }
 
