@@ -272,16 +272,18 @@ def test_user_loo_parts_follow_recbole_leave_one_out():
     rows = [(1, None, 10 + i, 0, "pv", 100 - i) for i in range(4)]  # reversed in time
     rows += [(2, None, 20, 0, "pv", 5), (2, None, 21, 0, "pv", 5)]  # tie: file order
     rows += [(3, None, 30, 0, "pv", 1)]  # a single event: train, no example
+    rows += [(4, None, 40 + i, 0, "pv", i) for i in range(3)]  # 3 events: no valid target
     b = build("user-loo", rows)
     raw = b.items["raw_item"].to_list()
     seqs = [(s, [raw[i - 1] for i in h], raw[t - 1]) for s, h, t in histories(b, "test")]
-    assert seqs == [(0, ["13", "12", "11"], "10"), (1, ["20"], "21")]
+    assert seqs == [(0, ["13", "12", "11"], "10"), (3, ["40", "41"], "42")]
     assert [(s, [raw[i - 1] for i in h]) for s, h, _ in histories(b, "valid")] == [
         (0, ["13", "12"])
     ]
-    assert b.events["split"].to_list() == [0, 0, 1, 2, 0, 2, 0]
-    assert b.examples["train"]["pos"].to_list() == [1]
-    assert b.items.height == 7  # every item, RecBole style
+    # RecBole leaves out min(2, k - 1) of k = n - 1 examples: 2 events only train
+    assert b.events["split"].to_list() == [0, 0, 1, 2, 0, 0, 0, 0, 0, 2]
+    assert b.examples["train"]["pos"].to_list() == [1, 5, 8]
+    assert b.items.height == 10  # every item, RecBole style
 
 
 def test_user_loo_without_time_uses_line_order():
@@ -466,7 +468,7 @@ def test_user_loo_on_ml100k_matches_plain_python(cache):
         seq.sort(key=lambda r: (r[4], r[5]))
         n = len(seq)
         for i, r in enumerate(seq):
-            sp = 2 if (n >= 2 and i == n - 1) else 1 if (n >= 3 and i == n - 2) else 0
+            sp = 2 if (n >= 3 and i == n - 1) else 1 if (n >= 4 and i == n - 2) else 0
             events.append((s, r[1], "pv", r[4], sp))
             if i:
                 examples[sp].append((s, i))

@@ -4,10 +4,16 @@ Steps: every interaction is kept (optional filters, off by default as in RecBole
 ml-100k setup: items with fewer than `min_item_support` interactions over the whole data,
 then users with fewer than `min_seq_length`); each user's events are ordered by time,
 ties by file order (by file order alone for data without clock time, so it works on
-one-sequence-per-line files). A user with n events: the last is the test target (n >= 2),
-the second last the valid target (n >= 3), every earlier position from the second on a
-training target (RecBole's leave-one-out gives the same parts). The `split` column says
-which part each event is.
+one-sequence-per-line files). The parts are RecBole 1.2.1's (`LS: valid_and_test`, order
+`TO`): its sequential dataset first turns a user's n events into n - 1 examples (the target
+at each position from the second on, the history all earlier events), then its
+`_split_index_by_leave_one_out` leaves out min(2, k - 1) of a user's k examples, the last
+for test and the one before for valid. So the last event is the test target only when
+n >= 3, the second last the valid target only when n >= 4, and every other position from
+the second on is a training target: a 2-event sequence is one training example, a 3-event
+one a training and a test example. Counting test targets from n >= 2 instead would give
+diginetica-dynamicrec 70,025 test targets where RecBole has 68,793. The `split` column
+says which part each event is.
 
 The vocabulary is every kept item, as in RecBole, so an item seen only as a test target is
 still a known (if untrained) item. Filters count over all interactions, not train only:
@@ -53,8 +59,11 @@ class UserLooParams(Params):
 @register_protocol
 class UserLoo(Protocol):
     name = "user-loo"
-    version = 1
-    description = "leave-one-out per user (RecBole / SASRec): last = test, second last = valid"
+    # 2: parts as RecBole's (test from 3 events, valid from 4); 1 counted them from 2 and 3
+    version = 2
+    description = (
+        "leave-one-out per user as RecBole: last = test (3+ events), second last = valid (4+)"
+    )
     Params = UserLooParams
     needs_time = False
 
@@ -83,10 +92,11 @@ class UserLoo(Protocol):
             position=pl.int_range(pl.len(), dtype=pl.Int64).over("seq"),
             length=pl.len().over("seq").cast(pl.Int64),
         )
+        # RecBole leaves out min(2, examples - 1) of a user's length - 1 examples
         split = (
-            pl.when((pl.col("length") >= 2) & (pl.col("position") == pl.col("length") - 1))
+            pl.when((pl.col("length") >= 3) & (pl.col("position") == pl.col("length") - 1))
             .then(TEST)
-            .when((pl.col("length") >= 3) & (pl.col("position") == pl.col("length") - 2))
+            .when((pl.col("length") >= 4) & (pl.col("position") == pl.col("length") - 2))
             .then(VALID)
             .otherwise(TRAIN)
             .cast(pl.UInt8)
