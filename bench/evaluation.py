@@ -7,6 +7,11 @@ padding and never counts. A NaN score counts as -inf (a broken model never wins)
 
 Metric state is kept as sums (torchmetrics `Metric`, `dist_reduce_fx="sum"`), so DDP
 gathers sums and the result equals one pass over all examples, never a mean of means.
+
+Every evaluation also reports its metrics over *repeat* targets (the item is in the
+history the model sees) and *explore* targets (it is not), with the count of each
+(DESIGN.md "Repeat and explore"): on e-commerce logs most next events revisit an item,
+and a model can lead a table on repeats alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from bench.errors import ConfigError, DataError
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50)
 DEFAULT_CHUNK_ITEMS = 262_144
 SAMPLED_PREFIX = "sampled_"
+REPEAT_PREFIX = "repeat_"
+EXPLORE_PREFIX = "explore_"
+TARGETS_KEY = "targets"  # the count of a group's targets: targets, repeat_targets, ...
 
 
 # --------------------------------------------------------------------------- ranks
@@ -260,16 +268,27 @@ class RankingMetrics(Metric):
 
     HR@K = 1 if rank <= K (Recall@K with one target); MRR@K = 1 / rank if rank <= K;
     NDCG@K = 1 / log2(rank + 1) if rank <= K; each averaged over examples in `compute`.
+
+    Without `count_key`, no examples give NaN (an empty evaluation is a bug, never a
+    silent 0). With it, `compute` also reports the example count under that key, and a
+    group that may legitimately be empty (no repeat targets in a split) reports 0.0.
     """
 
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, ks: Sequence[int] = DEFAULT_KS, prefix: str = "", **kwargs) -> None:
+    def __init__(
+        self,
+        ks: Sequence[int] = DEFAULT_KS,
+        prefix: str = "",
+        count_key: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.ks = _check_ks(ks)
         self.prefix = prefix
+        self.count_key = count_key
         for name in ("hr", "mrr", "ndcg"):
             self.add_state(
                 name, torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum"
@@ -294,13 +313,62 @@ class RankingMetrics(Metric):
         self._computed = None
 
     def compute(self) -> dict[str, Tensor]:
-        n = self.count.double()  # 0 examples gives NaN, never a silent 0
+        n = self.count.double()  # 0 examples gives NaN, never a silent 0 (see count_key)
+        if self.count_key is not None:
+            n = n.clamp(min=1.0)  # the sums are 0 too: an empty group reports 0.0
         out = {}
         for name in ("hr", "mrr", "ndcg"):
             sums = getattr(self, name)
             for i, k in enumerate(self.ks):
                 out[f"{self.prefix}{name}@{k}"] = sums[i] / n
+        if self.count_key is not None:
+            out[self.count_key] = self.count.double()
         return out
+
+
+def repeat_mask(items: Tensor, targets: Tensor) -> Tensor:
+    """(B,) True where the target item is among the row's history items (B, L).
+
+    Padding (0) never matches, as targets are 1..N; `items` is what the model sees,
+    after max_len truncation.
+    """
+    items = items.to(targets.device).view(targets.size(0), -1)
+    return (items == targets.view(-1, 1)).any(1)
+
+
+class GroupedRankingMetrics(nn.Module):
+    """RankingMetrics over all targets, repeat targets and explore targets, with counts.
+
+    Keys: `hr@10`, ..., `repeat_hr@10`, ..., `explore_hr@10`, ..., and `targets`,
+    `repeat_targets`, `explore_targets` (float, integral). Each group is its own sum
+    state, so DDP gathers exactly; every group is updated on every batch (possibly with
+    no ranks), so an empty group reports 0.0 with count 0, never NaN or a warning.
+    """
+
+    def __init__(self, ks: Sequence[int] = DEFAULT_KS) -> None:
+        super().__init__()
+        self.all = RankingMetrics(ks, count_key=TARGETS_KEY)
+        self.repeat = RankingMetrics(ks, REPEAT_PREFIX, count_key=REPEAT_PREFIX + TARGETS_KEY)
+        self.explore = RankingMetrics(ks, EXPLORE_PREFIX, count_key=EXPLORE_PREFIX + TARGETS_KEY)
+
+    def update(self, ranks: Tensor, is_repeat: Tensor) -> None:
+        ranks = ranks.view(-1)
+        is_repeat = is_repeat.to(ranks.device).view(-1)
+        self.all.update(ranks)
+        self.repeat.update(ranks[is_repeat])
+        self.explore.update(ranks[~is_repeat])
+
+    @property
+    def count(self) -> Tensor:
+        """Targets seen by this process (before any gathering)."""
+        return self.all.count
+
+    def compute(self) -> dict[str, Tensor]:
+        return {**self.all.compute(), **self.repeat.compute(), **self.explore.compute()}
+
+    def reset(self) -> None:
+        for group in (self.all, self.repeat, self.explore):
+            group.reset()
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -326,35 +394,42 @@ def evaluate(
     exclude_history: bool = False,
     return_reciprocal_ranks: bool = False,
     *,
-    sampled: bool = False,
+    sampled: bool | None = None,
     chunk_items: int = DEFAULT_CHUNK_ITEMS,
     device: torch.device | str | None = None,
 ) -> dict:
     """Full-ranking metrics of `scorer` (a model of bench/models/base.py) over `batches`.
 
-    Returns {"hr@5": float, ..., "mrr@..", "ndcg@..", "n_examples": int}; with `sampled`,
-    also "sampled_hr@5", ... against `batch["negatives"]`. With `return_reciprocal_ranks`,
-    also "ranks" (Long) and "reciprocal_ranks" (float64), one per example in batch
-    order, for paired significance tests. Eval mode during the pass, restored after.
+    Returns {"hr@5": float, ..., "mrr@..", "ndcg@..", the same with `repeat_` and
+    `explore_` prefixes, "targets", "repeat_targets", "explore_targets", "n_examples"}.
+    Sampled metrics ("sampled_hr@5", ... against `batch["negatives"]`) come on top when
+    the batches carry negatives (`sampled=None`, the DataModule serves them whenever the
+    artifact has them); `sampled=True` insists on them, `False` skips them.
+    With `return_reciprocal_ranks`, also "ranks" (Long), "reciprocal_ranks" (float64)
+    and "is_repeat" (bool), one per example in batch order, for paired significance
+    tests. Eval mode during the pass, restored after.
     """
     neural = bool(getattr(scorer, "neural", False))
     device = torch.device(device) if device is not None else _device_of(scorer)
-    metrics = RankingMetrics(ks).to(device)
-    sampled_metrics = RankingMetrics(ks, prefix=SAMPLED_PREFIX).to(device) if sampled else None
+    metrics = GroupedRankingMetrics(ks).to(device)
+    sampled_metrics = RankingMetrics(ks, prefix=SAMPLED_PREFIX).to(device)
     was_training = scorer.training if isinstance(scorer, nn.Module) else None
     if was_training is not None:
         scorer.eval()
-    all_ranks = []
+    all_ranks, all_repeats = [], []
     try:
         for batch in batches:
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             targets = batch["targets"]
             exclude = batch["items"] if exclude_history else None
+            if sampled is None:  # the first batch decides, for the whole pass
+                sampled = "negatives" in batch
             if sampled and "negatives" not in batch:
                 raise ConfigError(
                     "sampled metrics need negatives frozen in the artifact",
                     option="sampled",
-                    hint="prepare the data with sampled negatives, or turn sampled metrics off",
+                    hint="prepare the data with --set protocol.sampled_negatives=100, "
+                    "or turn sampled metrics off",
                 )
             if neural:
                 hidden, table = _float(scorer.encode(batch)), _float(scorer.item_table())
@@ -366,11 +441,13 @@ def evaluate(
                 ranks = ranks_from_scores(scores, targets, exclude)
                 if sampled:
                     sranks = sampled_ranks(scores, targets, batch["negatives"])
-            metrics.update(ranks)
+            is_repeat = repeat_mask(batch["items"], targets)
+            metrics.update(ranks, is_repeat)
             if sampled:
                 sampled_metrics.update(sranks)
             if return_reciprocal_ranks:
                 all_ranks.append(ranks.cpu())
+                all_repeats.append(is_repeat.cpu())
     finally:
         if was_training:
             scorer.train()
@@ -387,4 +464,5 @@ def evaluate(
         ranks = torch.cat(all_ranks)
         out["ranks"] = ranks
         out["reciprocal_ranks"] = 1.0 / ranks.double()
+        out["is_repeat"] = torch.cat(all_repeats).numpy()
     return out

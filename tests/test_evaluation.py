@@ -22,6 +22,7 @@ from bench.models.base import Baseline, DataSpec, HistoryEmbedding, ModelConfig,
 
 torch.set_num_threads(1)
 NAN, INF = math.nan, math.inf
+METRICS = ("hr", "mrr", "ndcg")
 
 
 def rank_of(row: list[float], target: int, exclude: list[int] | None = None) -> int:
@@ -288,6 +289,9 @@ def test_evaluate_baseline_hand_values():
     assert out["ndcg@3"] == pytest.approx((1 + 0.5) / 3)
     assert out["n_examples"] == 3
     assert out["reciprocal_ranks"].tolist() == pytest.approx([1.0, 1 / 3, 1 / 4])
+    assert out["is_repeat"].tolist() == [True, True, False]  # 1 in [1], 3 in [2, 3], 4 not
+    assert (out["targets"], out["repeat_targets"], out["explore_targets"]) == (3, 2, 1)
+    assert out["repeat_hr@3"] == pytest.approx(1.0) and out["explore_hr@3"] == 0.0
     out = evaluate(model, [batch], ks=(1, 3), exclude_history=True, return_reciprocal_ranks=True)
     assert out["ranks"].tolist() == [1, 2, 4]  # history items 2, 3 / 6 removed; target kept
 
@@ -328,15 +332,20 @@ def test_evaluate_sampled_metrics_are_prefixed_and_separate():
         sranks = torch.cat(
             [sampled_ranks(model.scores(b), b["targets"], b["negatives"]) for b in batches]
         )
-    assert set(out) == {
-        "hr@5", "mrr@5", "ndcg@5", "sampled_hr@5", "sampled_mrr@5", "sampled_ndcg@5", "n_examples"
-    }  # fmt: skip
+    full = [f"{group}{name}@5" for group in ("", "repeat_", "explore_") for name in METRICS]
+    counts = ["targets", "repeat_targets", "explore_targets", "n_examples"]
+    sampled_keys = [f"sampled_{name}@5" for name in METRICS]
+    assert set(out) == {*full, *counts, *sampled_keys}
     for key, value in expected_metrics(sranks, ks=(5,)).items():
         assert out["sampled_" + key] == pytest.approx(value, abs=1e-12)
     assert out["sampled_hr@5"] >= out["hr@5"]  # 6 negatives are easier than every item
     base = evaluate(FixedScores(list(range(24, 0, -1))), batches, ks=(5,), sampled=True)
     assert "sampled_mrr@5" in base
+    # by default the batches decide: negatives present -> sampled keys on top
+    assert evaluate(model, batches, ks=(5,)) == out
     no_negatives = [{k: v for k, v in b.items() if k != "negatives"} for b in batches]
+    assert set(evaluate(model, no_negatives, ks=(5,))) == {*full, *counts}
+    assert not any(k.startswith("sampled_") for k in evaluate(model, batches, sampled=False))
     with pytest.raises(ConfigError, match="negatives"):
         evaluate(model, no_negatives, sampled=True)
 

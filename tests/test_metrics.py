@@ -117,6 +117,19 @@ def test_empty_metric_is_nan_not_zero():
     assert math.isnan(float(out["hr@10"]))
 
 
+def test_a_counted_group_reports_its_count_and_zero_when_empty():
+    """A repeat / explore group may be empty in a split: 0.0 with count 0, no NaN."""
+    m = RankingMetrics(ks=(10,), prefix="repeat_", count_key="repeat_targets")
+    m.update(torch.tensor([], dtype=torch.long))
+    out = {k: float(v) for k, v in m.compute().items()}
+    assert out == {"repeat_hr@10": 0.0, "repeat_mrr@10": 0.0, "repeat_ndcg@10": 0.0,
+                   "repeat_targets": 0.0}  # fmt: skip
+    m.update(torch.tensor([2, 20]))
+    out = {k: float(v) for k, v in m.compute().items()}
+    assert out["repeat_targets"] == 2.0 and out["repeat_hr@10"] == pytest.approx(0.5)
+    assert out["repeat_mrr@10"] == pytest.approx(0.25)
+
+
 def test_bad_ranks_and_cutoffs_are_rejected():
     with pytest.raises(ValueError, match="ranks start at 1"):
         RankingMetrics().update(torch.tensor([0, 3]))

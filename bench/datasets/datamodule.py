@@ -8,8 +8,10 @@ Dataset exposes `__getitems__`, which torch's fetcher calls with a whole batch o
 indices; the collate function passes the finished dict through.
 
 Batches follow the contract in `bench.models.base` (all int64), plus
-`target_behaviors`. L is the longest history in the batch (<= max_len), so short
-session data does not pay for padding up to max_len.
+`target_behaviors`, and, for valid / test examples of an artifact prepared with
+`sampled_negatives`, `negatives` (B, S): the frozen negatives of each example, which
+sampled metrics rank the target against. L is the longest history in the batch
+(<= max_len), so short session data does not pay for padding up to max_len.
 """
 
 from __future__ import annotations
@@ -106,15 +108,22 @@ def _gather_histories(
 
 
 class ExampleSet(Dataset):
-    """The examples of one split: example i predicts events[pos[i]] from its history."""
+    """The examples of one split: example i predicts events[pos[i]] from its history
+    (and, when given, is ranked against negatives[i] for sampled metrics)."""
 
     def __init__(
-        self, events: EventTensors, pos: torch.Tensor, start: torch.Tensor, max_len: int
+        self,
+        events: EventTensors,
+        pos: torch.Tensor,
+        start: torch.Tensor,
+        max_len: int,
+        negatives: torch.Tensor | None = None,
     ) -> None:
         self.events = events
         self.pos = pos
         self.start = start
         self.max_len = max_len
+        self.negatives = negatives  # int32 (n_examples, S), or None
 
     def __len__(self) -> int:
         return self.pos.numel()
@@ -129,6 +138,8 @@ class ExampleSet(Dataset):
         batch, _, _ = _gather_histories(self.events, pos - lengths, lengths)
         batch["targets"] = self.events.items[pos].long()
         batch["target_behaviors"] = self.events.behaviors[pos].long()
+        if self.negatives is not None:
+            batch["negatives"] = self.negatives[idx].long()
         return batch
 
 
@@ -267,8 +278,29 @@ class SequenceDataModule(L.LightningDataModule):
             pos = frame["pos"].cast(pl.Int64).to_torch()
             start = frame["start"].cast(pl.Int64).to_torch()
             self._check_examples(split, pos, start, len(events))
-            self._splits[split] = ExampleSet(events, pos, start, self.max_len)
+            negatives = self._negatives(split, pos.numel())
+            self._splits[split] = ExampleSet(events, pos, start, self.max_len, negatives)
         return self._splits[split]
+
+    def _negatives(self, split: str, n_examples: int) -> torch.Tensor | None:
+        """The frozen negatives of `split` as int32 (n_examples, S), when the artifact has
+        them (meta.json lists negatives_<split>.parquet); else None."""
+        name = f"negatives_{split}.parquet"
+        if name not in (self.meta.get("files") or {}):
+            return None
+        path = self._path(name)
+        column = pl.read_parquet(path, columns=["negatives"])["negatives"]
+        lengths = column.list.len()
+        width = int(lengths.max() or 0)
+        if column.len() != n_examples or (lengths != width).any() or column.null_count():
+            raise DataError(
+                f"{name} has {column.len()} rows of {lengths.min()}..{lengths.max()} "
+                f"negatives; {split} has {n_examples} examples, each needs the same number",
+                file=path,
+                hint="the artifact is corrupt; rebuild it with `bench data prepare ... --force`",
+            )
+        array = column.list.to_array(width).to_numpy().astype("int32").reshape(-1, width)
+        return torch.from_numpy(array)
 
     def _check_examples(self, split: str, pos: torch.Tensor, start: torch.Tensor, n: int) -> None:
         """Refuse an artifact whose examples point outside their own sequence."""

@@ -1,5 +1,10 @@
 """One LightningModule for every neural model: the model says what a history vector
-is, this module says how it is trained and evaluated, the Trainer says where."""
+is, this module says how it is trained and evaluated, the Trainer says where.
+
+Evaluation ranks every item (full ranking, always reported) and splits the metrics into
+repeat and explore targets (`bench.evaluation.GroupedRankingMetrics`); when the batches
+carry frozen negatives (an artifact prepared with `sampled_negatives`), the sampled
+metrics come on top, under `sampled_` keys only."""
 
 from __future__ import annotations
 
@@ -10,7 +15,14 @@ import numpy as np
 import torch
 
 from bench.errors import ConfigError
-from bench.evaluation import RankingMetrics, chunked_ranks
+from bench.evaluation import (
+    SAMPLED_PREFIX,
+    GroupedRankingMetrics,
+    RankingMetrics,
+    chunked_ranks,
+    repeat_mask,
+    sampled_ranks,
+)
 from bench.training.losses import LazyAdamW, enable_sparse_item_grads, make_criterion
 
 
@@ -41,9 +53,12 @@ class SequenceTask(L.LightningModule):
         )
         self.loss_kind = type(self.criterion).__name__
         self.optimizer_kind = self._pick_optimizer(optimizer, sparse_allowed)
-        self.val_metrics = RankingMetrics(ks=ks)
-        self.test_metrics = RankingMetrics(ks=ks)
+        self.val_metrics = GroupedRankingMetrics(ks=ks)
+        self.test_metrics = GroupedRankingMetrics(ks=ks)
+        self.val_sampled = RankingMetrics(ks=ks, prefix=SAMPLED_PREFIX)
+        self.test_sampled = RankingMetrics(ks=ks, prefix=SAMPLED_PREFIX)
         self.test_reciprocal_ranks = None
+        self.test_is_repeat = None
 
     def training_step(self, batch, batch_idx):
         loss = self.model.training_loss(batch, self.criterion)
@@ -52,39 +67,52 @@ class SequenceTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=n)
         return loss
 
-    def _ranks(self, batch) -> torch.Tensor:
-        hidden = self.model.encode(batch)
+    def _evaluate(self, batch, metrics: GroupedRankingMetrics, sampled: RankingMetrics):
+        """Full ranks of the batch into `metrics` (and sampled ranks into `sampled` when the
+        batch has negatives); returns (ranks, is_repeat)."""
+        hidden = self.model.encode(batch).float()
+        table = self.model.item_table().float()
+        targets = batch["targets"]
         exclude = batch["items"] if self.exclude_history else None
-        return chunked_ranks(
-            hidden.float(), self.model.item_table().float(), batch["targets"], exclude=exclude
-        )
+        ranks = chunked_ranks(hidden, table, targets, exclude=exclude)
+        is_repeat = repeat_mask(batch["items"], targets)
+        metrics.update(ranks, is_repeat)
+        if "negatives" in batch:
+            sampled.update(sampled_ranks(hidden, targets, batch["negatives"], table=table))
+        return ranks, is_repeat
+
+    def _log_eval(self, stage: str, metrics: GroupedRankingMetrics, sampled: RankingMetrics):
+        values = metrics.compute()
+        if sampled.update_called:  # every process serves negatives, or none does
+            values.update(sampled.compute())
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=False)
+        metrics.reset()
+        sampled.reset()
 
     def validation_step(self, batch, batch_idx):
-        self.val_metrics.update(self._ranks(batch))
+        self._evaluate(batch, self.val_metrics, self.val_sampled)
 
     def on_validation_epoch_end(self):
-        values = self.val_metrics.compute()
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
-        self.val_metrics.reset()
+        self._log_eval("val", self.val_metrics, self.val_sampled)
 
     def on_test_epoch_start(self):
-        self._test_ranks = []
+        self._test_ranks, self._test_repeats = [], []
 
     def test_step(self, batch, batch_idx):
-        ranks = self._ranks(batch)
-        self.test_metrics.update(ranks)
+        ranks, is_repeat = self._evaluate(batch, self.test_metrics, self.test_sampled)
         self._test_ranks.append(ranks.cpu())
+        self._test_repeats.append(is_repeat.cpu())
 
     def on_test_epoch_end(self):
-        # Per-history reciprocal ranks, in test order, for paired significance tests;
-        # under several processes each rank holds only its shard, so none are kept.
+        # Per-history reciprocal ranks and repeat flags, in test order, for paired
+        # significance tests (over all targets and per group); under several processes
+        # each rank holds only its shard, so none are kept.
         single = self.trainer.world_size == 1
         self.test_reciprocal_ranks = (
             (1.0 / torch.cat(self._test_ranks).double()).numpy() if single else None
         )
-        values = self.test_metrics.compute()
-        self.log_dict({f"test/{k}": v for k, v in values.items()})
-        self.test_metrics.reset()
+        self.test_is_repeat = torch.cat(self._test_repeats).numpy() if single else None
+        self._log_eval("test", self.test_metrics, self.test_sampled)
 
     def _pick_optimizer(self, choice: str, sparse_allowed: bool) -> str:
         """auto: LazyAdamW with a row-sparse item gradient under sampled softmax (a step
