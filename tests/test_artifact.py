@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from bench.datasets import artifact
-from bench.datasets import prepare as prepare_module
 from bench.datasets.prepare import fingerprint, prepare
 from bench.datasets.protocols.user_time import UserTime
 from bench.errors import BenchError, DataError
@@ -151,15 +150,13 @@ def test_touching_or_changing_the_raw_file_rebuilds(data, cache, monkeypatch):
     assert builds.n == 3
 
 
-def test_large_files_are_fingerprinted_by_sampled_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_module, "FULL_HASH_BYTES", 1000)
-    monkeypatch.setattr(prepare_module, "SAMPLE_BLOCK_BYTES", 64)
+def test_fingerprints_hash_the_whole_file(tmp_path):
     path = tmp_path / "big.csv"
     path.write_bytes(bytes(range(256)) * 100)
     first = fingerprint(path)
-    assert first["sha256_of"] == "samples" and first["size"] == 25_600
+    assert first["sha256_of"] == "file" and first["size"] == 25_600
     data = bytearray(path.read_bytes())
-    data[-1] ^= 1  # the last block is always sampled
+    data[12_345] ^= 1  # any byte counts, not only sampled blocks
     path.write_bytes(bytes(data))
     assert fingerprint(path)["sha256"] != first["sha256"]
 

@@ -26,7 +26,7 @@ negatives_<split>.parquet  (only when sampled metrics are requested, valid and t
                  List[UInt32] (distinct, never the target), frozen at prepare time.
 meta.json        format, dataset, synthetic, has_time, protocol, protocol_version, params,
                  hash, adapter_options, raw_files [{path, size, mtime_ns, sha256, sha256_of}]
-                 (sha256_of "file", or "samples": blocks sampled from a large file),
+                 (sha256_of "file": the sha256 of the whole file),
                  counts {split: {examples, sequences, events, items, categories,
                  target_items}, total, behaviors}, drops {reason: rows},
                  target_drop_fraction {valid, test}, n_items, n_categories, max_len, info
@@ -85,20 +85,62 @@ class Artifact:
     negatives: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
+RAW_KEYS = frozenset({"path", "size", "mtime_ns", "sha256"})
+
+
+def shape_problem(meta: object) -> str | None:
+    """What is wrong with the shape of a parsed meta.json (None: nothing).
+
+    `files` must map names to {size, sha256}; `raw_files`, when present, must be a list
+    of {path, size, mtime_ns, sha256}. Anything else is a corrupt artifact, not a crash.
+    """
+    if not isinstance(meta, dict):
+        return f"it holds a JSON {type(meta).__name__}, not an object"
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        return "it has no 'files' table" if files is None else "'files' is not a table"
+    for name, entry in files.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            return f"files[{name!r}] is not {{size, sha256}}"
+    raw = meta.get("raw_files", [])
+    if not isinstance(raw, list):
+        return "'raw_files' is not a list"
+    for k, entry in enumerate(raw):
+        if not (isinstance(entry, dict) and set(entry) >= RAW_KEYS):
+            return f"raw_files[{k}] is not {{{', '.join(sorted(RAW_KEYS))}}}"
+    return None
+
+
 def read_meta(path: str | Path) -> dict:
+    """meta.json of an artifact folder; a missing, unreadable or misshapen one is a DataError."""
     file = Path(path) / META
+    rebuild = "run `bench data prepare` again; it rebuilds the artifact"
     try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
+        meta = json.loads(file.read_text())
+    except (FileNotFoundError, NotADirectoryError):
         raise DataError(
             "no prepared artifact here", file=file, hint="run `bench data prepare` first"
         ) from None
+    except IsADirectoryError:
+        raise DataError(
+            "meta.json is a folder (a corrupt artifact)", file=file, hint=rebuild
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DataError(
-            "meta.json is unreadable (a corrupt artifact)",
-            file=file,
-            hint="run `bench data prepare` again; it rebuilds the artifact",
+            "meta.json is unreadable (a corrupt artifact)", file=file, hint=rebuild
         ) from None
+    wrong = shape_problem(meta)
+    if wrong:
+        raise DataError(
+            f"meta.json is not an artifact's meta ({wrong}; a corrupt artifact)",
+            file=file,
+            hint=rebuild,
+        )
+    return meta
 
 
 def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
@@ -122,9 +164,12 @@ def problems(path: str | Path, *, deep: bool = True) -> list[str]:
         return [f"{folder / META} is missing"]
     try:
         meta = json.loads((folder / META).read_text())
-        files = meta["files"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return [f"{folder / META} is unreadable"]
+    wrong = shape_problem(meta)
+    if wrong:
+        return [f"{folder / META} is misshapen: {wrong}"]
+    files = meta["files"]
     if meta.get("format") != FORMAT:
         return [f"artifact format {meta.get('format')} is not {FORMAT}"]
     out = []

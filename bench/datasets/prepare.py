@@ -3,16 +3,23 @@
 The artifact folder is `<cache>/<dataset>/<protocol>-<hash12>`, the hash covering the
 protocol's name, version and parameters (target included), the data set and the adapter
 options. A cached folder is reused only when it is intact (every file matches meta.json)
-and the raw files still match their fingerprints (size, mtime_ns, sha256 of the file or
-of sampled blocks); otherwise it is rebuilt.
+and the raw files still match their fingerprints (size, mtime_ns and the sha256 of the
+whole file); otherwise it is rebuilt.
+
+Hashing a multi-GB file costs seconds, so each file's sha256 is remembered in
+`<cache>/fingerprints.json` under its resolved path, with the size, mtime_ns, inode and
+ctime_ns it was computed for: an edit in place that restores size and mtime still changes
+ctime (which no user call can set back), so the file is hashed again.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import json
 import os
 import platform
 import shutil
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -25,41 +32,102 @@ from bench.datasets import artifact
 from bench.datasets.protocols import DataInfo, get_protocol, recipe_hash
 from bench.datasets.protocols.base import negatives_for, split_counts
 from bench.datasets.registry import get_adapter
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataError
 
-FULL_HASH_BYTES = 16 << 20  # files up to this size are hashed whole
-SAMPLE_BLOCKS = 16
-SAMPLE_BLOCK_BYTES = 64 << 10
+FINGERPRINTS = "fingerprints.json"
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or os.environ.get("BENCH_CACHE_DIR") or "cache")
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
-    """Size, mtime_ns and a sha256: of the whole file when small, else of sampled blocks
-    (first, last and evenly spaced ones), as hashing a multi-GB file whole is too slow."""
-    stat = path.stat()
-    if stat.st_size <= FULL_HASH_BYTES:
-        digest, scope = artifact.sha256_of(path), "file"
+def usable_cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache root, created if needed; a path that cannot be a folder is a ConfigError."""
+    root = cache_root(cache_dir)
+    if cache_dir:
+        source = "--cache-dir"
     else:
-        h = hashlib.sha256(str(stat.st_size).encode())
-        step = (stat.st_size - SAMPLE_BLOCK_BYTES) / (SAMPLE_BLOCKS - 1)
-        with open(path, "rb") as f:
-            for i in range(SAMPLE_BLOCKS):
-                f.seek(int(i * step))
-                h.update(f.read(SAMPLE_BLOCK_BYTES))
-        digest, scope = h.hexdigest(), "samples"
+        source = "$BENCH_CACHE_DIR" if os.environ.get("BENCH_CACHE_DIR") else "the default"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"the artifact cache {root} (from {source}) is a file, or lies inside one; "
+            "it must be a folder",
+            option="--cache-dir",
+            hint="point --cache-dir (or $BENCH_CACHE_DIR) at a folder, or move the file away",
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the artifact cache {root} (from {source}): {err.strerror or err}",
+            option="--cache-dir",
+            hint="point --cache-dir (or $BENCH_CACHE_DIR) at a writable folder",
+        ) from None
+    return root
+
+
+def _stamp(stat: os.stat_result) -> list[int]:
+    """What must be unchanged for a remembered sha256 to hold."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+
+
+def _remembered(store: Path) -> dict[str, Any]:
+    """The remembered hashes; a missing or corrupt store is empty (and rewritten later)."""
+    try:
+        found = json.loads(store.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _remember(store: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add one entry: re-read, merge and replace atomically, so concurrent writers never
+    leave a torn file (at worst one's entry is lost and recomputed on the next run)."""
+    merged = {**_remembered(store), key: entry}
+    temp = store.with_name(f".{store.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        temp.write_text(json.dumps(merged, sort_keys=True))
+        os.replace(temp, store)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # a read-only cache only costs a re-hash next time
+
+
+def fingerprint(path: Path, store: Path | None = None) -> dict[str, Any]:
+    """Size, mtime_ns and the sha256 of the whole file, streamed; remembered in `store`
+    (a JSON file) while size, mtime_ns, inode and ctime_ns are unchanged."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise DataError(f"cannot read the raw file: {err.strerror or err}", file=path) from None
+    if not path.is_file():
+        raise DataError(
+            "a folder stands where a raw data file belongs",
+            file=path,
+            hint="put the data file itself at this path (or point --data-dir elsewhere)",
+        )
+    resolved = str(path.resolve())
+    entry = _remembered(store).get(resolved) if store is not None else None
+    if isinstance(entry, dict) and entry.get("stamp") == _stamp(stat) and entry.get("sha256"):
+        digest = str(entry["sha256"])
+    else:
+        digest = artifact.sha256_of(path)
+        if store is not None:
+            _remember(store, resolved, {"stamp": _stamp(stat), "sha256": digest})
     return {
-        "path": str(path.resolve()),
+        "path": resolved,
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "sha256": digest,
-        "sha256_of": scope,
+        "sha256_of": "file",
     }
 
 
-def _same_raw(old: list[dict], new: list[dict]) -> bool:
+def _same_raw(old: list[dict] | None, new: list[dict]) -> bool:
+    """Whether the cached artifact was built from these raw files (no record: it was not)."""
+    if old is None:
+        return False
+
     def key(entries: list[dict]) -> list[tuple]:
         return sorted(
             (Path(e["path"]).name, e["size"], e["mtime_ns"], e["sha256"]) for e in entries
@@ -119,15 +187,16 @@ def prepare(
     )
     proto.check_data(info)
     key = recipe_hash(proto, resolved, dataset, options)
-    root = cache_root(cache_dir) / dataset
+    cache = usable_cache_root(cache_dir)
+    root = cache / dataset
     folder = root / f"{proto.name}-{key}"
 
     frame = adapter.scan()  # a missing raw file is a DataError here
-    raw = [fingerprint(Path(f)) for f in adapter.raw_files()]
+    raw = [fingerprint(Path(f), cache / FINGERPRINTS) for f in adapter.raw_files()]
     artifact.clean_stale(root)
     if folder.exists():
         fresh = not force and artifact.is_valid(folder)
-        if fresh and _same_raw(artifact.read_meta(folder).get("raw_files", []), raw):
+        if fresh and _same_raw(artifact.read_meta(folder).get("raw_files"), raw):
             return folder
         shutil.rmtree(folder, ignore_errors=True)  # corrupt, stale or forced: rebuild
 

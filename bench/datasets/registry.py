@@ -51,9 +51,17 @@ class Adapter:
         return [self.root / f for f in self.files if (self.root / f).exists()]
 
     def require(self, *names: str) -> Path:
-        """The first of `names` that exists under root, or a clear error."""
+        """The first of `names` that exists under root, or a clear error (a folder where
+        the file belongs is one too: reading it would fail deep inside Polars)."""
         for name in names:
             path = self.root / name
+            if path.is_dir():
+                raise DataError(
+                    f"{name} is a folder, but data set {self.name!r} needs it to be a file",
+                    file=path,
+                    hint=f"put the file {name} itself here (from {self.homepage}); "
+                    "an archive unpacked into a folder of that name holds it one level down",
+                )
             if path.exists():
                 return path
         raise DataError(
