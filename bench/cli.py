@@ -44,7 +44,7 @@ class _BenchGroup(TyperGroup):
             return super().invoke(ctx)
         except BenchError as err:
             _report(err)
-            raise typer.Exit(EXIT_USER_ERROR) from None
+            raise typer.Exit(getattr(err, "exit_code", EXIT_USER_ERROR)) from None
 
 
 app = typer.Typer(
@@ -425,10 +425,16 @@ def run(
         Path | None, typer.Option("--runs-dir", help="Where runs go (default ./runs).")
     ] = None,
     results: Annotated[
-        str | None, typer.Option("--results", help="Results store (default runs/results.db).")
+        str | None,
+        typer.Option("--results", help="Results store (default <runs-dir>/results.db)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from the run's last checkpoint (says from which epoch, or why "
+            "not); with a larger --max-epochs or patience it continues a finished run.",
+        ),
     ] = False,
     wandb: Annotated[
         bool, typer.Option("--wandb/--no-wandb", help="Track with W&B (offline by default).")
@@ -459,7 +465,8 @@ def run(
         "adapter_options": parse_assignments(options, "--option"),
     }
     run_config = resolve(file_values, parse_assignments(settings, "--set"), flags)
-    store = ResultsStore(results)  # opened first: a bad store URL fails before training
+    # opened first: a bad store fails before training; it lives beside the runs
+    store = ResultsStore(results or Path(run_config.runs_dir) / "results.db")
     result = execute(run_config)
     if result.get("is_global_zero", True):
         store.add(result, kind="run")
@@ -769,7 +776,7 @@ def main() -> None:
         app(prog_name="bench")
     except BenchError as err:  # raised outside a command, e.g. while importing plug-ins
         _report(err)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(getattr(err, "exit_code", EXIT_USER_ERROR))
 
 
 if __name__ == "__main__":

@@ -56,3 +56,9 @@ class DataError(BenchError):
 
 class ConfigError(BenchError):
     """An unknown name or a bad value in options or a config file."""
+
+
+class RunInterrupted(BenchError):
+    """A run stopped from outside (SIGTERM): not a success, and not the user's mistake."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended

@@ -43,6 +43,12 @@ def engine_for(url: str | Path | None = None) -> sa.Engine:
     """An engine for a store URL or a plain file path (SQLite, WAL, waits on locks)."""
     url = str(url or DEFAULT_STORE)
     if "://" not in url:
+        if Path(url).is_dir():
+            raise ConfigError(
+                f"{url} is a folder, not a results store",
+                option="--results",
+                hint="name a file, e.g. runs/results.db",
+            )
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{url}"
     scheme = url.split("://", 1)[0].split("+", 1)[0]
@@ -64,11 +70,15 @@ def engine_for(url: str | Path | None = None) -> sa.Engine:
     try:
         with engine.begin() as conn:
             _meta.create_all(conn, checkfirst=True)
-    except sa.exc.OperationalError as err:
+    except sa.exc.DatabaseError as err:  # OperationalError too: a server that is not there
+        reason = str(err.orig).strip().splitlines()[0]
+        not_sqlite = "not a database" in reason or "file is encrypted" in reason
         raise ConfigError(
-            f"cannot open the results store: {str(err.orig).strip().splitlines()[0]}",
+            f"cannot open the results store {url!r}: {reason}",
             option="--results",
-            hint="check that the database server runs and the URL is right",
+            hint="that file is not a SQLite results store; name another file (a new one is created)"
+            if not_sqlite
+            else "check that the database server runs and the URL is right",
         ) from None
     return engine
 

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from bench.errors import BenchError, ConfigError
 from bench.models.registry import build_config, get_model_class
+from bench.paths import check_name
 from bench.results import ResultsStore
 from bench.training.config import RunConfig
 
@@ -94,7 +95,7 @@ def results_url(opts: SweepOptions) -> str | None:
         return opts.results
     if opts.storage and opts.storage.split("://", 1)[0].split("+", 1)[0] == "postgresql":
         return opts.storage
-    return None
+    return str(Path(opts.run.get("runs_dir", "runs")) / "results.db")  # beside the runs
 
 
 def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
@@ -126,7 +127,8 @@ def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
 def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
     """Create or continue the study; refuse one that was made for something else."""
     protocol = resolve_protocol(opts)
-    name = opts.study or default_study_name(opts, protocol)
+    # a study name becomes a folder under runs/sweeps/: one safe name, never a path
+    name = check_name(opts.study, "--study") if opts.study else default_study_name(opts, protocol)
     study = optuna.create_study(
         study_name=name,
         storage=storage or open_storage(opts),
@@ -354,6 +356,8 @@ def sweep(opts: SweepOptions) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Everything a user can get wrong fails here, before any data is built or trial run.
     model_cls = get_model_class(opts.model)
+    if opts.study:
+        check_name(opts.study, "--study")
     check_search_space(opts.model)
     storage = open_storage(opts)
     store = ResultsStore(results_url(opts))

@@ -72,11 +72,14 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
     # per-history reciprocal ranks for the leaderboard's paired significance test
     import numpy as np
 
-    rr = np.load(saved["test_rr_file"])
+    run_dir = tmp_path / "runs" / gru["run_id"]
+    assert saved["test_rr_file"] == "test_rr.npy"  # relative: the folder can move
+    assert saved["checkpoint"] == "checkpoints/best.ckpt"
+    rr = np.load(run_dir / saved["test_rr_file"])
     assert rr.ndim == 1 and len(rr) > 0 and (rr <= 1.0).all()
     assert np.mean(rr >= 1 / 10) == pytest.approx(saved["metrics"]["test"]["hr@10"])
     # checkpoints are plain data: they load with weights_only=True
-    state = torch.load(saved["checkpoint"], map_location="cpu", weights_only=True)
+    state = torch.load(run_dir / saved["checkpoint"], map_location="cpu", weights_only=True)
     assert any(k.startswith("model.") for k in state["state_dict"])
 
 

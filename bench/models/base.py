@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 N_BEHAVIORS = 4
@@ -47,12 +48,20 @@ class DataSpec:
     item_counts: torch.Tensor | None = None  # (n_items + 1,) training support, for logQ / pop
 
 
+# Field constraints of model configs: checked with the rest of the configuration, before
+# any data is read or any run folder is made (a zero width or a dropout of 2 would
+# otherwise crash deep inside torch).
+Size = Annotated[int, Field(ge=1)]  # widths, layers, heads, steps
+Rate = Annotated[float, Field(ge=0, lt=1)]  # dropout probabilities
+Share = Annotated[float, Field(ge=0, le=1)]  # mixing weights
+
+
 @dataclass
 class ModelConfig:
     """Hyperparameters common to the neural models; each model extends it."""
 
-    embedding_dim: int = 64
-    dropout: float = 0.2
+    embedding_dim: Size = 64
+    dropout: Rate = 0.2
     use_behavior: bool = True  # add a behaviour-type embedding to each history event
     use_category: bool = False  # add the item's category embedding
     use_time_gap: bool = False  # add a bucketed time-gap embedding

@@ -23,13 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+)
 from bench.models.layers import TransformerBlock, check_heads, init_transformer_
 from bench.models.registry import register_model
 
@@ -50,13 +59,17 @@ class BERT4Rec(SequenceModel):
 
     @dataclass
     class Config(ModelConfig):
-        embedding_dim: int = 64
-        n_layers: int = 2
-        n_heads: int = 2
-        inner_size: int = 256
-        dropout: float = 0.2  # embeddings and sublayer outputs
-        attn_dropout: float = 0.2  # attention weights
-        mask_prob: float = 0.2  # fraction of positions masked in training
+        embedding_dim: Size = 64
+        n_layers: Size = 2
+        n_heads: Size = 2
+        inner_size: Size = 256
+        dropout: Rate = 0.2  # embeddings and sublayer outputs
+        attn_dropout: Rate = 0.2  # attention weights
+        # fraction of positions masked in training
+        mask_prob: Annotated[float, Field(gt=0, le=1)] = 0.2
+
+        def __post_init__(self) -> None:
+            check_heads(self.embedding_dim, self.n_heads)  # at config time, before any data
 
     def __init__(self, config: BERT4Rec.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)

@@ -18,21 +18,34 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Share,
+    Size,
+    last_position,
+)
+from bench.models.layers import check_heads
 from bench.models.registry import register_model
 from bench.models.session_graph import GatedSessionGNN, history_node_states
 
 
 @dataclass
 class Config(ModelConfig):
-    embedding_dim: int = 64
-    dropout: float = 0.2
-    attn_dropout: float = 0.2
-    step: int = 1  # GNN propagation steps
-    n_layers: int = 1  # self-attention blocks (the paper's k)
-    n_heads: int = 1
-    inner_size: int = 256  # feed-forward width
-    weight: float = 0.6  # omega: share of the self-attention output in S_f
+    embedding_dim: Size = 64
+    dropout: Rate = 0.2
+    attn_dropout: Rate = 0.2
+    step: Size = 1  # GNN propagation steps
+    n_layers: Size = 1  # self-attention blocks (the paper's k)
+    n_heads: Size = 1
+    inner_size: Size = 256  # feed-forward width
+    weight: Share = 0.6  # omega: share of the self-attention output in S_f
+
+    def __post_init__(self) -> None:
+        check_heads(self.embedding_dim, self.n_heads)  # at config time, before any data
 
 
 @register_model

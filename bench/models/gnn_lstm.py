@@ -22,18 +22,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.registry import register_model
 from bench.models.session_graph import GatedSessionGNN, history_node_states
 
 
 @dataclass
 class Config(ModelConfig):
-    embedding_dim: int = 64
-    dropout: float = 0.2
-    step: int = 1  # GNN propagation steps
-    lstm_hidden: int | None = None  # None: embedding_dim (no output projection)
-    lstm_layers: int = 1
+    embedding_dim: Size = 64
+    dropout: Rate = 0.2
+    step: Size = 1  # GNN propagation steps
+    lstm_hidden: Size | None = None  # None: embedding_dim (no output projection)
+    lstm_layers: Size = 1
 
 
 @register_model

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.registry import register_model
 
 
@@ -32,10 +40,10 @@ class GRU4Rec(SequenceModel):
 
     @dataclass
     class Config(ModelConfig):
-        embedding_dim: int = 64
-        hidden_size: int = 128
-        num_layers: int = 1
-        dropout: float = 0.3  # on the input embeddings
+        embedding_dim: Size = 64
+        hidden_size: Size = 128
+        num_layers: Size = 1
+        dropout: Rate = 0.3  # on the input embeddings
 
     cell: type[nn.RNNBase] = nn.GRU  # the LSTM baseline swaps the cell, nothing else
     trains_on_sequences = True

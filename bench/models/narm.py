@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.registry import register_model
 
 
@@ -29,11 +37,11 @@ class NARM(SequenceModel):
 
     @dataclass
     class Config(ModelConfig):
-        embedding_dim: int = 64
-        hidden_size: int = 128
-        num_layers: int = 1
-        dropout: float = 0.25  # on the input embeddings
-        context_dropout: float = 0.5  # on c_t, before the bilinear decoder
+        embedding_dim: Size = 64
+        hidden_size: Size = 128
+        num_layers: Size = 1
+        dropout: Rate = 0.25  # on the input embeddings
+        context_dropout: Rate = 0.5  # on c_t, before the bilinear decoder
 
     def __init__(self, config: NARM.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)

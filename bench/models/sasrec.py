@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.layers import TransformerBlock, check_heads, init_transformer_
 from bench.models.registry import register_model
 
@@ -33,12 +41,15 @@ class SASRec(SequenceModel):
 
     @dataclass
     class Config(ModelConfig):
-        embedding_dim: int = 64
-        n_layers: int = 2
-        n_heads: int = 2
-        inner_size: int = 256
-        dropout: float = 0.5  # embeddings and sublayer outputs
-        attn_dropout: float = 0.5  # attention weights
+        embedding_dim: Size = 64
+        n_layers: Size = 2
+        n_heads: Size = 2
+        inner_size: Size = 256
+        dropout: Rate = 0.5  # embeddings and sublayer outputs
+        attn_dropout: Rate = 0.5  # attention weights
+
+        def __post_init__(self) -> None:
+            check_heads(self.embedding_dim, self.n_heads)  # at config time, before any data
 
     def __init__(self, config: SASRec.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)

@@ -15,16 +15,24 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.registry import register_model
 from bench.models.session_graph import GatedSessionGNN, history_node_states
 
 
 @dataclass
 class Config(ModelConfig):
-    embedding_dim: int = 100  # the paper's d
-    dropout: float = 0.0  # the paper uses L2 only
-    step: int = 1  # GNN propagation steps
+    embedding_dim: Size = 100  # the paper's d
+    dropout: Rate = 0.0  # the paper uses L2 only
+    step: Size = 1  # GNN propagation steps
     nonhybrid: bool = False  # True: s_g alone (the reference code's --nonhybrid)
 
 

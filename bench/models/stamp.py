@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, SequenceModel, last_position
+from bench.models.base import (
+    DataSpec,
+    HistoryEmbedding,
+    ModelConfig,
+    Rate,
+    SequenceModel,
+    Size,
+    last_position,
+)
 from bench.models.registry import register_model
 
 
@@ -32,8 +40,8 @@ class STAMP(SequenceModel):
 
     @dataclass
     class Config(ModelConfig):
-        embedding_dim: int = 64
-        dropout: float = 0.0  # on the history embeddings; the paper uses none
+        embedding_dim: Size = 64
+        dropout: Rate = 0.0  # on the history embeddings; the paper uses none
 
     def __init__(self, config: STAMP.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)

@@ -15,6 +15,9 @@ import yaml
 
 from bench.errors import ConfigError
 from bench.models.registry import build_config, get_model_class, list_models
+from bench.paths import SAFE_NAME, SAFE_NAME_TEXT
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 class RunConfig(pydantic.BaseModel):
@@ -24,7 +27,7 @@ class RunConfig(pydantic.BaseModel):
     dataset: str
     protocol: str | None = None
     target: Literal["any", "buy"] = "any"
-    seed: int = 0
+    seed: int = pydantic.Field(0, ge=0, le=2**32 - 1)  # numpy takes 0..2**32-1
     max_epochs: int = pydantic.Field(30, ge=1)
     batch_size: int = pydantic.Field(256, ge=1)
     eval_batch_size: int = pydantic.Field(1024, ge=1)
@@ -60,6 +63,32 @@ class RunConfig(pydantic.BaseModel):
     protocol_params: dict[str, Any] = {}
     adapter_options: dict[str, Any] = {}  # e.g. the path and columns of a `custom` file
 
+    @pydantic.field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str | None) -> str | None:
+        if value is not None and (not SAFE_NAME.fullmatch(value) or ".." in value):
+            raise ValueError(f"must be a plain folder name ({SAFE_NAME_TEXT} characters)")
+        return value
+
+    @pydantic.field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        if value not in ACCELERATORS:
+            raise ValueError(f"must be one of {', '.join(ACCELERATORS)}")
+        return value
+
+    @pydantic.field_validator("devices")
+    @classmethod
+    def _device_count(cls, value: int | str) -> int | str:
+        text = str(value).strip()
+        if text == "auto" or text == "-1":
+            return text if isinstance(value, str) else value
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        if all(part.strip().isdigit() for part in text.split(",")) and "," in text:
+            return text  # a list of device indices, e.g. "0,1"
+        raise ValueError("must be a number of devices (1, 2, ...), 'auto', or indices like 0,1")
+
     @pydantic.field_validator("monitor")
     @classmethod
     def _known_metric(cls, value: str) -> str:
@@ -72,17 +101,44 @@ class RunConfig(pydantic.BaseModel):
 RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params", "adapter_options"}
 
 
-def _error_from(err: pydantic.ValidationError, source: str) -> ConfigError:
+def _error_from(err: pydantic.ValidationError, flags: set[str]) -> ConfigError:
+    """The first problem, naming the flag that gave the value (or --set key)."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return ConfigError(
             f"unknown key {key!r}",
-            option=source,
+            option="--config/--set",
             hint=f"run settings are: {', '.join(sorted(RUN_KEYS))}; model hyperparameters "
             "go under model.<name>, protocol ones under protocol.<name>",
         )
-    return ConfigError(f"bad value for {key}: {first['msg']}", option=source)
+    option = f"--{key.replace('_', '-')}" if key in flags else f"--set {key}"
+    value = first.get("input")
+    return ConfigError(
+        f"bad value for {key}: {first['msg'].removeprefix('Value error, ')} (got {value!r})",
+        option=option,
+        hint=f"leave it out for the default, {RunConfig.model_fields[key].default!r}"
+        if RunConfig.model_fields.get(key) and RunConfig.model_fields[key].default is not None
+        else "see `bench run --help`",
+    )
+
+
+def _check_hardware(config: RunConfig) -> None:
+    """Asking for a device this machine lacks fails here, before any data is read."""
+    import torch
+
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"accelerator {config.accelerator!r} asked for, but this machine has no CUDA GPU",
+            option="--accelerator",
+            hint="use --accelerator cpu (or auto, which takes a GPU when there is one)",
+        )
+    if config.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "accelerator 'mps' asked for, but this machine has no Apple GPU",
+            option="--accelerator",
+            hint="use --accelerator cpu (or auto)",
+        )
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -129,7 +185,8 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
             adapter_options=adapter_options,
         )
     except pydantic.ValidationError as err:
-        raise _error_from(err, "--config/--set") from None
+        raise _error_from(err, {k for k, v in flags.items() if v is not None}) from None
+    _check_hardware(config)
     model_cls = get_model_class(config.model)
     known = {f.name for f in dataclasses.fields(model_cls.Config)}
     unknown = sorted(set(params) - known)

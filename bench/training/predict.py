@@ -14,6 +14,7 @@ from bench.errors import BenchError, ConfigError
 from bench.evaluation import chunked_topk
 from bench.models.base import gap_bucket
 from bench.models.registry import create_model
+from bench.paths import stored_path
 from bench.training.config import RunConfig
 
 
@@ -29,8 +30,16 @@ def load_run(run_dir: str | Path, with_data: bool = False):
             option="--run",
             hint="pass a folder under runs/ that `bench run` completed",
         )
-    result = json.loads(result_file.read_text())
-    config = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    try:
+        result = json.loads(result_file.read_text())
+        config = RunConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as err:
+        raise ConfigError(
+            f"the run folder is damaged: {type(err).__name__}: {str(err).splitlines()[0]}",
+            file=run_dir,
+            option="--run",
+            hint="pass a folder that `bench run` completed (result.json and config.yaml)",
+        ) from None
     data = SequenceDataModule(
         result["artifact"],
         batch_size=config.batch_size,
@@ -40,7 +49,8 @@ def load_run(run_dir: str | Path, with_data: bool = False):
     )
     model = create_model(config.model, data.spec(), config.params)
     if model.neural:
-        state = torch.load(result["checkpoint"], map_location="cpu", weights_only=True)
+        checkpoint = stored_path(run_dir, result["checkpoint"], "checkpoint")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         weights = {
             k.removeprefix("model."): v
             for k, v in state["state_dict"].items()

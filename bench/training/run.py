@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,8 +20,10 @@ import yaml
 from bench.datasets.artifact import read_meta
 from bench.datasets.datamodule import SequenceDataModule
 from bench.datasets.prepare import prepare
+from bench.errors import ConfigError, RunInterrupted
 from bench.evaluation import evaluate
 from bench.models.registry import build_config, create_model
+from bench.paths import is_under, remove_tree, stored_path
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
 from bench.tracking import log_summary, make_logger
 from bench.training.config import RunConfig
@@ -44,14 +47,230 @@ _NOT_IN_ID = {
 _LATER_KEYS = {"training": "prefixes", "optimizer": "auto"}
 
 
-def run_id_for(config: RunConfig, protocol: str) -> str:
+# Settings that only set how long training may go on: `--resume` may raise them to
+# continue a run (a finished one included) for more epochs.
+BUDGET_KEYS = ("max_epochs", "patience")
+IDENTITY_FILE = "identity.json"
+
+
+def data_fingerprint(meta: dict) -> str:
+    """The content of the raw files an artifact was built from: names and full sha256s,
+    so the same settings on other data are another run (and the same bytes elsewhere
+    are the same run)."""
+    entries = sorted((Path(e["path"]).name, e["sha256"]) for e in meta.get("raw_files") or [])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> dict:
+    """What a run computes: its settings, protocol (and hash) and data fingerprint."""
     payload = config.model_dump(exclude=_NOT_IN_ID)
     for key, default in _LATER_KEYS.items():
         if payload[key] == default:
             del payload[key]
     payload["protocol"] = protocol
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    if protocol_hash:
+        payload["protocol_hash"] = protocol_hash
+    if data:
+        payload["data"] = data
+    return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+def run_id_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> str:
+    payload = identity(config, protocol, protocol_hash, data)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for every identity key that differs, nested keys flattened."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(old), flat(new)
+    return [
+        f"{k}: {a.get(k, '-')} -> {b.get(k, '-')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, "-") != b.get(k, "-")
+    ]
+
+
+def _read_identity(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _runs_root(runs_dir: str | Path) -> Path:
+    root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"{root} is a file, not a folder", option="--runs-dir", hint="name a folder"
+        )
+    return root.resolve()
+
+
+def _relative(path: str | Path | None, run_dir: Path) -> str | None:
+    """`path` relative to the run folder when it lies inside it (so the folder can move)."""
+    if not path:
+        return None
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _without_budget(payload: dict) -> dict:
+    return {k: v for k, v in payload.items() if k not in BUDGET_KEYS}
+
+
+def _plan(config: RunConfig, run_dir: Path, runs_root: Path, wanted: dict) -> dict | None:
+    """What happens to the run folder: a fresh start (None) or a resume, as
+    {"checkpoint", "epoch", "from_run"}. Refuses, with the reason, whatever would mix two
+    runs: reusing a folder made with other settings or data, or resuming nothing."""
+    found = _read_identity(run_dir) if run_dir.is_dir() else None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run folder", option="run_id")
+    if not config.resume:
+        if run_dir.exists():
+            if found is not None and differences(found, wanted):
+                raise ConfigError(
+                    f"run folder {run_dir} holds another run ("
+                    + "; ".join(differences(found, wanted))
+                    + ")",
+                    option="run_id",
+                    hint="choose another run_id, or remove that folder yourself",
+                )
+            if found is None and any(run_dir.iterdir()):
+                raise ConfigError(
+                    f"{run_dir} exists and does not look like a run of this configuration "
+                    "(no identity.json)",
+                    option="run_id",
+                    hint="choose another run_id, or remove that folder yourself",
+                )
+            remove_tree(run_dir, runs_root)  # same configuration: a fresh run replaces it
+        return None
+    if found is not None:
+        changed = differences(_without_budget(found), _without_budget(wanted))
+        if changed:
+            raise ConfigError(
+                f"cannot resume {run_dir.name}: it was made with other settings or data ("
+                + "; ".join(changed)
+                + ")",
+                option="--resume",
+                hint="resume with the settings it was made with, or drop --resume",
+            )
+        if (run_dir / "result.json").exists() and not differences(found, wanted):
+            epochs = _checkpoint_epochs(run_dir / "checkpoints" / "last.ckpt")
+            raise ConfigError(
+                f"run {run_dir.name} has already finished ({epochs} epochs); "
+                "there is nothing to resume",
+                option="--resume",
+                hint="to train it longer, resume with a larger --max-epochs "
+                "(or --set patience=N); `bench evaluate` re-evaluates it",
+            )
+        return _resume_point(run_dir, config)
+    if run_dir.exists():
+        raise ConfigError(
+            f"cannot tell what {run_dir} was made with (no identity.json)",
+            option="--resume",
+            hint="drop --resume to start this run afresh",
+        )
+    source = _budget_sibling(runs_root, wanted)
+    if source is not None:
+        (run_dir / "checkpoints").mkdir(parents=True)
+        for name in ("last.ckpt", "best.ckpt"):
+            if (source / "checkpoints" / name).exists():
+                shutil.copy2(source / "checkpoints" / name, run_dir / "checkpoints" / name)
+        return _resume_point(run_dir, config, from_run=source.name)
+    nearest = _nearest_run(runs_root, wanted)
+    detail = (
+        f"; the nearest run, {nearest[0].name}, differs in " + "; ".join(nearest[1])
+        if nearest
+        else ""
+    )
+    raise ConfigError(
+        f"nothing to resume: no run of this configuration under {runs_root}{detail}",
+        option="--resume",
+        hint="drop --resume to start a new run, or resume with the settings of the run you meant",
+    )
+
+
+def _checkpoint_epochs(path: Path) -> int:
+    """Epochs a checkpoint has completed; an unreadable one is a clear error."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except FileNotFoundError:
+        return 0
+    except Exception as err:  # truncated, corrupt or not a checkpoint at all
+        raise ConfigError(
+            f"the checkpoint cannot be read ({type(err).__name__}): it is truncated or corrupt",
+            file=path,
+            option="--resume",
+            hint="drop --resume to train this run from the start",
+        ) from None
+
+
+def _resume_point(run_dir: Path, config: RunConfig, from_run: str | None = None) -> dict | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        _say(f"{run_dir.name} has no checkpoint yet: training from the start")
+        return None
+    epochs = _checkpoint_epochs(last)
+    if from_run:
+        _say(
+            f"continuing {from_run} (after {epochs} epochs) as {run_dir.name}, "
+            f"up to {config.max_epochs} epochs, patience {config.patience}"
+        )
+    else:
+        _say(
+            f"resuming {run_dir.name} from {last.relative_to(run_dir)} "
+            f"(after {epochs} of at most {config.max_epochs} epochs)"
+        )
+    return {"checkpoint": last, "epoch": epochs, "from_run": from_run}
+
+
+def _runs_with_identity(runs_root: Path):
+    if runs_root.is_dir():
+        for folder in runs_root.iterdir():
+            found = _read_identity(folder) if folder.is_dir() else None
+            if found is not None:
+                yield folder, found
+
+
+def _budget_sibling(runs_root: Path, wanted: dict) -> Path | None:
+    """The latest checkpointed run that differs from `wanted` only in its epoch budget."""
+    same = [
+        folder
+        for folder, found in _runs_with_identity(runs_root)
+        if _without_budget(found) == _without_budget(wanted)
+        and (folder / "checkpoints" / "last.ckpt").exists()
+    ]
+    return max(same, key=lambda f: (f / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+def _nearest_run(runs_root: Path, wanted: dict) -> tuple[Path, list[str]] | None:
+    """The run of the same model and data set with the fewest differing settings."""
+    candidates = [
+        (folder, differences(found, wanted))
+        for folder, found in _runs_with_identity(runs_root)
+        if found.get("model") == wanted.get("model")
+        and found.get("dataset") == wanted.get("dataset")
+    ]
+    return min(candidates, key=lambda c: len(c[1]), default=None)
+
+
+def _say(message: str) -> None:
+    """What the run decided (resume, continue, replace): always shown, on stderr."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def is_launched_rank() -> bool:
@@ -86,14 +305,22 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     )
     meta = read_meta(artifact)
     protocol = meta["protocol"]
-    run_id = config.run_id or run_id_for(config, protocol)
-    run_dir = Path(config.runs_dir) / run_id
+    fingerprint = data_fingerprint(meta)
+    wanted = identity(config, protocol, meta["hash"], fingerprint)
+    run_id = config.run_id or run_id_for(config, protocol, meta["hash"], fingerprint)
+    runs_root = _runs_root(config.runs_dir)
+    run_dir = runs_root / run_id
+    if not is_under(run_dir, runs_root):  # a run id is one safe name; this is a last guard
+        raise ConfigError(f"run folder {run_dir} lies outside {runs_root}", option="run_id")
     ckpt_dir = run_dir / "checkpoints"
+    resume_from = None
     if not is_launched_rank():
-        if run_dir.exists() and not config.resume:
-            shutil.rmtree(run_dir)  # same id = same configuration: a fresh run replaces it
+        resume_from = _plan(config, run_dir, runs_root, wanted)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
+        (run_dir / IDENTITY_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    elif config.resume and (ckpt_dir / "last.ckpt").exists():
+        resume_from = {"checkpoint": ckpt_dir / "last.ckpt"}
 
     data = SequenceDataModule(
         artifact,
@@ -116,6 +343,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         "protocol": protocol,
         "protocol_hash": meta["hash"],
         "protocol_params": meta.get("params"),
+        "data_fingerprint": fingerprint,
         "target": config.target,
         "seed": config.seed,
         "hyperparameters": hyper,
@@ -126,25 +354,34 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     if model.neural:
         if logger is None and config.wandb:
             logger = make_logger(run_id, config.wandb_group, run_dir / "wandb", tracked)
-        result.update(_train_neural(config, model, data, ckpt_dir, progress, logger, callbacks))
+        checkpoint = resume_from["checkpoint"] if resume_from else None
+        result.update(
+            _train_neural(config, model, data, ckpt_dir, checkpoint, progress, logger, callbacks)
+        )
         if config.wandb and logger is not None:
             logger.experiment.summary.update(_flat_metrics(result["metrics"]))
-            result["wandb_dir"] = logger.experiment.dir
+            result["wandb_dir"] = _relative(logger.experiment.dir, run_dir)
             logger.experiment.finish()
     else:
         result.update(_fit_baseline(config, model, data))
         if config.wandb:
-            result["wandb_dir"] = log_summary(
+            wandb_dir = log_summary(
                 run_id,
                 config.wandb_group,
                 run_dir / "wandb",
                 tracked,
                 _flat_metrics(result["metrics"]),
             )
-    if result.get("test_reciprocal_ranks") is not None:
-        rr_file = run_dir / "test_rr.npy"
-        np.save(rr_file, result.pop("test_reciprocal_ranks"))
-        result["test_rr_file"] = str(rr_file)
+            result["wandb_dir"] = _relative(wandb_dir, run_dir)
+    if resume_from and resume_from.get("from_run"):
+        result["continued_from"] = resume_from["from_run"]
+    # per-target arrays for paired significance; paths relative to the run folder, so
+    # that a moved or copied folder still reads its own files
+    for key, name in (("test_reciprocal_ranks", "test_rr"), ("test_is_repeat", "test_repeat")):
+        values = result.pop(key, None)
+        if values is not None and not is_launched_rank():
+            np.save(run_dir / f"{name}.npy", np.asarray(values))
+            result[f"{name}_file"] = f"{name}.npy"
     result.update(
         peak_rss_bytes=peak_rss_bytes(),
         peak_gpu_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
@@ -180,6 +417,7 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
         return_reciprocal_ranks=True,
     )
     reciprocal_ranks = test.pop("reciprocal_ranks")
+    is_repeat = test.pop("is_repeat", None)
     test.pop("ranks", None)
     return {
         "metrics": {"valid": valid, "test": test},
@@ -192,6 +430,7 @@ def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
         "loss": None,
         "fit_summary": model.fit_summary(),
         "test_reciprocal_ranks": np.asarray(reciprocal_ranks, dtype=np.float64),
+        "test_is_repeat": None if is_repeat is None else np.asarray(is_repeat, dtype=bool),
     }
 
 
@@ -201,9 +440,54 @@ def _several_processes(config: RunConfig) -> bool:
     return str(config.devices) not in ("1", "auto") or "ddp" in config.strategy
 
 
-def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_callbacks) -> dict:
-    import lightning as L
+def _callbacks(ckpt_dir: Path, monitor: str, patience: int):
+    """best.ckpt, last.ckpt and early stopping, restorable from a moved or copied run
+    folder and with the patience of this run (a continued run may raise it)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    class FolderCheckpoint(ModelCheckpoint):
+        # Lightning keeps the best score only when the checkpoint's absolute folder is
+        # this one; the run folder may have moved, so paths are mapped into this folder.
+        def load_state_dict(self, state_dict: dict) -> None:
+            def here(path):
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            state = {**state_dict, "dirpath": self.dirpath}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state:
+                    state[key] = here(state[key])
+            state["best_k_models"] = {
+                here(k): v for k, v in (state.get("best_k_models") or {}).items()
+            }
+            super().load_state_dict(state)
+
+    class BudgetedEarlyStopping(EarlyStopping):
+        def load_state_dict(self, state_dict: dict) -> None:
+            super().load_state_dict(state_dict)
+            self.patience = patience  # this run's, not the checkpoint's
+
+    best = FolderCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    # its own callback: `save_last` writes last.ckpt only when a best one is written, so a
+    # resume would go back to the best epoch and redo every epoch after it
+    latest = FolderCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    stopping = BudgetedEarlyStopping(monitor=monitor, mode="max", patience=patience)
+    return best, latest, stopping
+
+
+def _train_neural(
+    config, model, data, ckpt_dir: Path, resume_from, progress, logger, extra_callbacks
+) -> dict:
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bench.training.module import SequenceTask
 
@@ -218,20 +502,7 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         sparse_allowed=not _several_processes(config),
     )
     monitor = f"val/{config.monitor}"
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor=monitor,
-        mode="max",
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    # its own callback: `save_last` writes last.ckpt only when a best one is written, so a
-    # resume would go back to the best epoch and redo every epoch after it
-    latest = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
-    )
-    stopping = EarlyStopping(monitor=monitor, mode="max", patience=config.patience)
+    checkpoint, latest, stopping = _callbacks(ckpt_dir, monitor, config.patience)
     gpu = config.accelerator in ("gpu", "cuda") or (
         config.accelerator == "auto" and torch.cuda.is_available()
     )
@@ -251,15 +522,24 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         limit_train_batches=config.limit_train_batches,
     )
     last = ckpt_dir / "last.ckpt"
-    resume_from = str(last) if config.resume and last.exists() else None
     start = time.perf_counter()
-    trainer.fit(task, datamodule=data, ckpt_path=resume_from)
-    train_seconds = time.perf_counter() - start
-    epochs = trainer.current_epoch
-    best = checkpoint.best_model_path or str(last)
-    start = time.perf_counter()
-    valid = trainer.validate(task, datamodule=data, ckpt_path=best, verbose=False)[0]
-    test = trainer.test(task, datamodule=data, ckpt_path=best, verbose=False)[0]
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+        train_seconds = time.perf_counter() - start
+        epochs = trainer.current_epoch
+        best = checkpoint.best_model_path or str(last)
+        start = time.perf_counter()
+        valid = trainer.validate(task, datamodule=data, ckpt_path=best, verbose=False)[0]
+        test = trainer.test(task, datamodule=data, ckpt_path=best, verbose=False)[0]
+    except SIGTERMException:
+        # Lightning stops on SIGTERM by raising a SystemExit(0): a scheduler would count
+        # the killed run as a success. The checkpoints stay; no result is written.
+        raise RunInterrupted(
+            f"stopped by SIGTERM during epoch {trainer.current_epoch}; no result was written, "
+            "the checkpoints are kept",
+            file=ckpt_dir,
+            hint="run the same command with --resume to continue from the last epoch",
+        ) from None
     eval_seconds = (time.perf_counter() - start) / 2
     best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] if best else None
     return {
@@ -275,9 +555,10 @@ def _train_neural(config, model, data, ckpt_dir: Path, progress, logger, extra_c
         "parameters": sum(p.numel() for p in model.parameters()),
         "loss": task.loss_kind,
         "optimizer": task.optimizer_kind,
-        "checkpoint": best,
+        "checkpoint": _relative(best, ckpt_dir.parent),
         "world_size": trainer.world_size,
         "test_reciprocal_ranks": task.test_reciprocal_ranks,
+        "test_is_repeat": getattr(task, "test_is_repeat", None),
     }
 
 
@@ -313,6 +594,7 @@ def evaluate_run(
         use_distributed_sampler=False,
     )
     run = trainer.test if split == "test" else trainer.validate
-    values = run(task, datamodule=data, ckpt_path=result["checkpoint"], verbose=False)[0]
+    checkpoint = stored_path(run_dir, result["checkpoint"], "checkpoint")
+    values = run(task, datamodule=data, ckpt_path=str(checkpoint), verbose=False)[0]
     prefix = "test/" if split == "test" else "val/"
     return {k.removeprefix(prefix): float(v) for k, v in values.items()}
