@@ -1,8 +1,12 @@
-"""`bench leaderboard`: the results store as tables per data set and protocol.
+"""`bench leaderboard`: the results store as tables that can be cited.
 
-Markdown and CSV per (data set, protocol, target), and one static HTML page with
+One table per data set, protocol variant (name and hash), target and raw-data fingerprint,
+so two variants of one data set never share a table or a file. Each table states how many
+test targets it rests on, the data's repeat share, and the 95% interval of its top row's
+NDCG@10; each row, the paired-bootstrap interval of its NDCG@10 minus the top row's and
+whether it beats the floor models (pop, repeat, sr) with significance. Markdown and CSV
+(numbers in numeric columns) per table, a summary.md, and one static HTML page with
 sortable tables and an accuracy-versus-training-cost plot (inline SVG, no CDN).
-Rows from different protocols never share a table.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import html
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +26,25 @@ from bench.results import ResultsStore
 from bench.training.config import RunConfig
 
 METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr@20")
-SIGNIFICANCE = "paired bootstrap over test histories (10,000 resamples, 95% CI of ΔMRR)"
+# over explore targets (not in the history) and repeat targets; older results lack them
+EXPLORE_METRICS = ("explore_ndcg@10", "explore_hr@10", "repeat_ndcg@10")
+# the metric rows are ranked by, compared on, and whose per-target values come from the
+# reciprocal ranks every run saves
+PRIMARY = "ndcg@10"
+PRIMARY_CUTOFF = 10
+# models that cost seconds and set the floor of every table (DESIGN.md "Floors")
+FLOORS = ("pop", "repeat", "sr")
+RESAMPLES = 10_000
+SIGNIFICANCE = (
+    "paired bootstrap over test targets (10,000 resamples): the 95% interval of the row's "
+    "NDCG@10 minus the top row's, per-target NDCG@10 = 1/log2(1 + rank) within the top 10, "
+    "averaged over seeds; a row is significantly below the top when its interval excludes 0"
+)
+FLOOR_RULE = (
+    "a row beats the floors when the 95% interval of its NDCG@10 minus the best floor "
+    "row's (pop, repeat, sr) lies above 0; a row that does not is below the floor, "
+    "not a learned result"
+)
 
 
 # run options that never change a result: where files go, how many threads or devices
@@ -105,27 +128,76 @@ def _pick_rows(rows: list[dict], monitor: str) -> list[dict]:
     return list(latest_per_seed.values())
 
 
-def _reciprocal_ranks(group: list[dict]) -> np.ndarray | None:
-    arrays = []
-    for r in group:
-        path = r["result"].get("test_rr_file")
-        if not path or not Path(path).exists():
-            return None
-        arrays.append(np.load(path))
-    if len({a.shape for a in arrays}) != 1:
+def _run_file(result: dict, key: str) -> Path | None:
+    """A file a run saved: stored relative to its run folder (`run_dir`), or absolute in
+    results written before paths were made relative."""
+    name = result.get(key)
+    if not name:
         return None
-    return np.mean(arrays, axis=0)
+    path = Path(name)
+    if not path.is_absolute() and result.get("run_dir"):
+        path = Path(result["run_dir"]) / path
+    return path if path.exists() else None
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 0):
-    """95% CI of mean(a - b) over paired examples, and whether it excludes 0."""
-    diff = a - b
+def ndcg_from_reciprocal_ranks(rr: np.ndarray, k: int = PRIMARY_CUTOFF) -> np.ndarray:
+    """Per-target NDCG@k from 1/rank: 1/log2(1 + rank) when rank <= k, else 0."""
+    rr = np.asarray(rr, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        rank = np.rint(1.0 / rr)  # a reciprocal rank of 0 is rank inf
+    return np.where(rank <= k, 1.0 / np.log2(1.0 + np.minimum(rank, k)), 0.0)
+
+
+def _per_target(group: list[dict]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-target NDCG@10 averaged over the seeds (the targets are the same across seeds of
+    one table), and the repeat mask when every seed saved the same one."""
+    gains, masks = [], []
+    for r in group:
+        rr_file = _run_file(r["result"], "test_rr_file")
+        if rr_file is None:
+            return None, None
+        gains.append(ndcg_from_reciprocal_ranks(np.load(rr_file)))
+        repeat_file = _run_file(r["result"], "test_repeat_file")
+        masks.append(None if repeat_file is None else np.load(repeat_file).astype(bool))
+    if len({g.shape for g in gains}) != 1:
+        return None, None
+    mask = masks[0]
+    if (
+        mask is None
+        or mask.shape != gains[0].shape
+        or any(m is None or not np.array_equal(m, mask) for m in masks)
+    ):
+        mask = None
+    return np.mean(gains, axis=0), mask
+
+
+def bootstrap_means(values: np.ndarray, n: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means of n resamples with replacement. Drawing how often each distinct value is
+    drawn (one multinomial) has the same distribution as drawing indices, and costs
+    per distinct value, not per target: per-target NDCG@10 takes few values."""
+    values = np.asarray(values, dtype=np.float64)
+    size = len(values)
     rng = np.random.default_rng(seed)
+    distinct, counts = np.unique(values, return_counts=True)
+    if len(distinct) * 4 <= size:
+        return rng.multinomial(size, counts / size, size=n) @ distinct / size
     means = np.empty(n)
-    for start in range(0, n, 500):
-        idx = rng.integers(0, len(diff), size=(min(500, n - start), len(diff)))
-        means[start : start + len(idx)] = diff[idx].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
+    step = max(1, 4_000_000 // size)  # bounded memory for the index blocks
+    for start in range(0, n, step):
+        idx = rng.integers(0, size, size=(min(step, n - start), size))
+        means[start : start + len(idx)] = values[idx].mean(axis=1)
+    return means
+
+
+def mean_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of `values`."""
+    low, high = np.quantile(bootstrap_means(values, seed=seed), [0.025, 0.975])
+    return float(low), float(high)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = RESAMPLES, seed: int = 0):
+    """95% interval of mean(a - b) over paired targets, and whether it excludes 0."""
+    low, high = np.quantile(bootstrap_means(np.asarray(a) - np.asarray(b), n, seed), [0.025, 0.975])
     return float(low), float(high), bool(low > 0 or high < 0)
 
 
@@ -135,7 +207,9 @@ def build_tables(
     protocol: str | None = None,
     monitor: str = "ndcg@10",
 ) -> list[dict]:
-    """One table per (data set, protocol, protocol hash, target), rows sorted by test MRR@20."""
+    """One table per (data set, protocol, protocol hash, target, data fingerprint), rows
+    sorted by test NDCG@10. A result without a fingerprint (written before results had
+    one) groups under None, with the other such results."""
     rows = store.rows(dataset=dataset, protocol=protocol)
     if not rows:
         where = " ".join(x for x in (dataset, protocol) if x) or "any data set"
@@ -146,29 +220,36 @@ def build_tables(
         )
     by_table: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        by_table[(r["dataset"], r["protocol"], r["protocol_hash"], r["target"])][r["model"]].append(
-            r
+        key = (
+            r["dataset"],
+            r["protocol"],
+            r["protocol_hash"],
+            r["target"],
+            r["result"].get("data_fingerprint"),
         )
+        by_table[key][r["model"]].append(r)
     tables = []
-    for (ds, proto, proto_hash, target), per_model in sorted(by_table.items()):
+    ordered = sorted(by_table.items(), key=lambda kv: tuple(str(x or "") for x in kv[0]))
+    for (ds, proto, proto_hash, target, fingerprint), per_model in ordered:
         entries = []
         for model, model_rows in per_model.items():
             group = _pick_rows(model_rows, monitor)
             if group:
                 entries.append(_summarise(model, group))
-        entries.sort(key=lambda e: -e["mean"]["mrr@20"])
+        entries.sort(key=lambda e: -np.nan_to_num(e["mean"][PRIMARY], nan=-np.inf))
+        table = {
+            "dataset": ds,
+            "protocol": proto,
+            "protocol_hash": proto_hash,
+            "target": target,
+            "data_fingerprint": fingerprint,
+            "synthetic": any(r["synthetic"] for m in per_model.values() for r in m),
+            "rows": entries,
+        }
         _mark_significance(entries)
-        synthetic = any(r["synthetic"] for m in per_model.values() for r in m)
-        tables.append(
-            {
-                "dataset": ds,
-                "protocol": proto,
-                "protocol_hash": proto_hash,
-                "target": target,
-                "synthetic": synthetic,
-                "rows": entries,
-            }
-        )
+        _mark_floors(table)
+        table.update(_table_facts(entries))
+        tables.append(table)
     return tables
 
 
@@ -176,19 +257,24 @@ def _summarise(model: str, group: list[dict]) -> dict:
     results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
     epochs = [r.get("epochs") for r in results]
-    mean = {m: float(np.mean([t.get(m, float("nan")) for t in test])) for m in METRICS}
-    # sample standard deviation over seeds (ddof=1), as papers report seed spread
-    ddof = 1 if len(test) > 1 else 0
-    std = {m: float(np.std([t.get(m, float("nan")) for t in test], ddof=ddof)) for m in METRICS}
+    mean, std, count = {}, {}, {}
+    for m in (*METRICS, *EXPLORE_METRICS):
+        values = [t[m] for t in test if t.get(m) is not None and not math.isnan(t[m])]
+        count[m] = len(values)
+        mean[m] = float(np.mean(values)) if values else float("nan")
+        # sample standard deviation over seeds (ddof=1), as papers report seed spread
+        std[m] = float(np.std(values, ddof=1 if len(values) > 1 else 0)) if values else math.nan
     budget = results[0].get("budget") or {
         "trials": 0,
         "seconds": sum(r["train_seconds"] for r in results),
     }
+    gains, repeat_mask = _per_target(group)
     return {
         "model": model,
         "seeds": [r["seed"] for r in results],
         "mean": mean,
         "std": std,
+        "n": count,
         "seconds_per_epoch": float(np.mean([r.get("seconds_per_epoch") or 0 for r in results])),
         "train_seconds": float(np.mean([r.get("train_seconds") or 0 for r in results])),
         "budget": budget,
@@ -199,7 +285,10 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "training": _training(results[0], epochs),
         "mode": _mode(results[0]),
         "epochs": epochs,
-        "rr": _reciprocal_ranks(group),
+        "gains": gains,
+        "repeat_mask": repeat_mask,
+        "test_metrics": test[0],
+        "artifact": results[0].get("artifact"),
     }
 
 
@@ -223,50 +312,149 @@ def _training(result: dict, epochs: list) -> str:
     )
 
 
+def _difference(row: dict, other: dict) -> dict | None:
+    """Paired interval of row − other on per-target NDCG@10, when both have the targets."""
+    a, b = row["gains"], other["gains"]
+    if a is None or b is None or a.shape != b.shape or len(a) == 0:
+        return None
+    low, high, significant = paired_bootstrap(a, b)
+    return {"diff": float(np.mean(a - b)), "ci": [low, high], "significant": significant}
+
+
 def _mark_significance(entries: list[dict]) -> None:
-    if not entries:
-        return
-    top = entries[0]
-    for e in entries:
-        e["vs_top"] = None
-        if e is top or top["rr"] is None or e["rr"] is None or len(top["rr"]) != len(e["rr"]):
-            continue
-        low, high, significant = paired_bootstrap(top["rr"], e["rr"])
-        e["vs_top"] = {"ci": [low, high], "significant": significant}
+    for i, e in enumerate(entries):
+        e["top"] = i == 0
+        e["vs_top"] = None if i == 0 else _difference(e, entries[0])
+
+
+def _mark_floors(table: dict) -> None:
+    """Each row's standing against the best floor row (highest NDCG@10 among pop, repeat,
+    sr in the table): "floor", "beats floors", "below floor", "untested" (no per-target
+    ranks to test with), or None when the table holds no floor."""
+    rows = table["rows"]
+    floors = [e for e in rows if e["model"] in FLOORS]  # sorted: the first is the best
+    table["floors"] = [e["model"] for e in floors]
+    best = floors[0] if floors else None
+    for e in rows:
+        e["vs_floor"] = None
+        if best is None:
+            e["floor"] = None
+        elif e["model"] in FLOORS:
+            e["floor"] = "floor"
+        else:
+            e["vs_floor"] = _difference(e, best)
+            if e["vs_floor"] is None:
+                e["floor"] = "untested"
+            else:
+                low = e["vs_floor"]["ci"][0]
+                e["floor"] = "beats floors" if low > 0 else "below floor"
+            if e["vs_floor"] is not None:
+                e["vs_floor"]["floor"] = best["model"]
+    table["beats_floors"] = [e["model"] for e in rows if e["floor"] == "beats floors"]
+
+
+def _artifact_test_count(path: str | None) -> int | None:
+    meta = Path(path) / "meta.json" if path else None
+    if meta is None or not meta.exists():
+        return None
+    counts = json.loads(meta.read_text()).get("counts", {})
+    return (counts.get("test") or {}).get("examples")
+
+
+def _table_facts(rows: list[dict]) -> dict:
+    """What the table rests on: its test targets, the repeat share of those, and the 95%
+    intervals of its top row's NDCG@10 (over all targets, and explore / repeat ones when
+    the runs saved which targets were repeats)."""
+    targets = repeats = None
+    for e in rows:
+        t = e["test_metrics"]
+        if targets is None and t.get("targets"):
+            targets = int(t["targets"])
+            if t.get("repeat_targets") is not None:
+                repeats = int(t["repeat_targets"])
+    if targets is None:
+        targets = next(filter(None, (_artifact_test_count(e["artifact"]) for e in rows)), None)
+    if targets is None:
+        targets = next((len(e["gains"]) for e in rows if e["gains"] is not None), None)
+    share = repeats / targets if repeats is not None and targets else None
+    if share is None:
+        share = next((float(e["repeat_mask"].mean()) for e in rows if _has_mask(e)), None)
+    facts = {"targets": targets, "repeat_share": share, "top_ci": None, "top_split_ci": {}}
+    top = rows[0] if rows else None
+    if top is not None and top["gains"] is not None and len(top["gains"]):
+        facts["top_ci"] = mean_interval(top["gains"])
+        if _has_mask(top):
+            for name, part in (("explore", ~top["repeat_mask"]), ("repeat", top["repeat_mask"])):
+                if part.any():
+                    values = top["gains"][part]
+                    facts["top_split_ci"][name] = (float(values.mean()), *mean_interval(values))
+    return facts
+
+
+def _has_mask(e: dict) -> bool:
+    return e["repeat_mask"] is not None and e["gains"] is not None and len(e["repeat_mask"]) > 0
+
+
+# ---------------------------------------------------------------- rendering
+
+DASH = "–"
 
 
 def _cell(e: dict, m: str) -> str:
+    if not e["n"][m]:
+        return DASH
     return f"{e['mean'][m]:.4f} ± {e['std'][m]:.4f}"
 
 
-def _sig(e: dict) -> str:
-    if e["vs_top"] is None:
-        return "top" if e.get("_top") else "n/a"
-    return "yes" if e["vs_top"]["significant"] else "no"
+def _signed(x: float) -> str:
+    return f"{x:+.4f}".replace("-", "−")
+
+
+def _interval(d: dict) -> str:
+    low, high = d["ci"]
+    return f"{_signed(d['diff'])} [{_signed(low)}, {_signed(high)}]"
+
+
+def _vs_top(e: dict) -> str:
+    if e["top"]:
+        return "top"
+    return "n/a" if e["vs_top"] is None else _interval(e["vs_top"])
+
+
+def _vs_floor(e: dict) -> str:
+    if e["floor"] is None:
+        return DASH
+    if e["floor"] == "floor":
+        return "floor"
+    if e["floor"] == "untested":
+        return "untested: no per-target ranks"
+    label = "beats floors" if e["floor"] == "beats floors" else "below floor (not a learned result)"
+    return f"{label}: {_interval(e['vs_floor'])} vs {e['vs_floor']['floor']}"
 
 
 COLUMNS = [
     "model",
     *METRICS,
+    *EXPLORE_METRICS,
     "s/epoch",
     "budget",
     "training",
     "params",
     "seeds",
-    "worse than top?",
+    "Δ NDCG@10 vs top [95% CI]",
+    "vs floors",
     "hardware",
     "versions",
     "hyperparameters",
 ]
 
 
-def _row_values(e: dict, top: bool) -> list[str]:
-    e["_top"] = top
+def _row_values(e: dict) -> list[str]:
     budget = e["budget"]
     hw = e["hardware"]
     return [
         e["model"],
-        *[_cell(e, m) for m in METRICS],
+        *[_cell(e, m) for m in (*METRICS, *EXPLORE_METRICS)],
         f"{e['seconds_per_epoch']:.2f}",
         (
             f"{budget['trials']} trials, {budget.get('seconds', 0):.0f} s"
@@ -276,31 +464,163 @@ def _row_values(e: dict, top: bool) -> list[str]:
         e["training"],
         f"{e['parameters']:,}",
         ",".join(map(str, e["seeds"])),
-        _sig(e),
+        _vs_top(e),
+        _vs_floor(e),
         f"{hw.get('gpu') or hw.get('cpu', '?')} ({hw.get('torch_threads', '?')} threads)",
         f"bench {e['versions'].get('bench')}, torch {e['versions'].get('torch')}",
         json.dumps(e["hyperparameters"], sort_keys=True),
     ]
 
 
+def _number(x) -> object:
+    """A CSV cell: the number itself, empty where there is none."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return x
+
+
+def _csv_header() -> list[str]:
+    stats = [f"{m}_{part}" for m in (*METRICS, *EXPLORE_METRICS) for part in ("mean", "std", "n")]
+    return [
+        "dataset",
+        "protocol",
+        "protocol_hash",
+        "target",
+        "data_fingerprint",
+        "synthetic",
+        "test_targets",
+        "repeat_share",
+        "top_ndcg@10_low",
+        "top_ndcg@10_high",
+        "position",
+        "model",
+        *stats,
+        "ndcg@10_minus_top",
+        "ndcg@10_minus_top_low",
+        "ndcg@10_minus_top_high",
+        "below_top",
+        "floor_status",
+        "best_floor",
+        "ndcg@10_minus_floor",
+        "ndcg@10_minus_floor_low",
+        "ndcg@10_minus_floor_high",
+        "seconds_per_epoch",
+        "train_seconds",
+        "budget_trials",
+        "budget_seconds",
+        "training",
+        "parameters",
+        "seeds",
+        "hardware",
+        "versions",
+        "hyperparameters",
+    ]
+
+
+def _csv_row(t: dict, position: int, e: dict) -> list:
+    top_low, top_high = t["top_ci"] or (None, None)
+    vs_top, vs_floor = e["vs_top"] or {}, e["vs_floor"] or {}
+    stats = [
+        _number(v)
+        for m in (*METRICS, *EXPLORE_METRICS)
+        for v in (e["mean"][m], e["std"][m], e["n"][m])
+    ]
+    return [
+        t["dataset"],
+        t["protocol"],
+        t["protocol_hash"],
+        t["target"],
+        t["data_fingerprint"] or "",
+        t["synthetic"],
+        _number(t["targets"]),
+        _number(t["repeat_share"]),
+        _number(top_low),
+        _number(top_high),
+        position,
+        e["model"],
+        *stats,
+        _number(vs_top.get("diff")),
+        *[_number(x) for x in vs_top.get("ci", (None, None))],
+        "" if not vs_top else vs_top["significant"] and vs_top["ci"][1] < 0,
+        e["floor"] or "",
+        vs_floor.get("floor", ""),
+        _number(vs_floor.get("diff")),
+        *[_number(x) for x in vs_floor.get("ci", (None, None))],
+        e["seconds_per_epoch"],
+        e["train_seconds"],
+        e["budget"].get("trials", 0),
+        e["budget"].get("seconds", 0),
+        e["training"],
+        e["parameters"],
+        ",".join(map(str, e["seeds"])),
+        json.dumps(e["hardware"], sort_keys=True),
+        json.dumps(e["versions"], sort_keys=True),
+        json.dumps(e["hyperparameters"], sort_keys=True),
+    ]
+
+
 def _title(t: dict) -> str:
     label = " (SYNTHETIC data)" if t["synthetic"] else ""
+    data = f" · data {t['data_fingerprint'][:8]}" if t["data_fingerprint"] else ""
     return (
-        f"{t['dataset']}{label} · {t['protocol']} [{t['protocol_hash'][:8]}] · target {t['target']}"
+        f"{t['dataset']}{label} · {t['protocol']} [{t['protocol_hash'][:8]}] · "
+        f"target {t['target']}{data}"
     )
 
 
+def _facts_line(t: dict) -> str:
+    """The table's footing in one sentence."""
+    parts = [f"{t['targets']:,} test targets" if t["targets"] else "test targets unknown"]
+    if t["repeat_share"] is not None:
+        parts.append(f"repeat share {100 * t['repeat_share']:.1f}%")
+    if t["rows"] and t["top_ci"]:
+        top = t["rows"][0]
+        low, high = t["top_ci"]
+        text = f"top row ({top['model']}) NDCG@10 {top['mean'][PRIMARY]:.4f}, 95% CI [{low:.4f}, {high:.4f}]"
+        for name, (mean, lo, hi) in t["top_split_ci"].items():
+            text += f"; on {name} targets {mean:.4f} [{lo:.4f}, {hi:.4f}]"
+        parts.append(text)
+    return "; ".join(parts) + "."
+
+
+def _floor_line(t: dict) -> str:
+    if not t["floors"]:
+        return (
+            f"No floor model ({', '.join(FLOORS)}) in this table: no row is shown to be a "
+            "learned result."
+        )
+    beat = ", ".join(t["beats_floors"]) or "none"
+    return f"Floors present: {', '.join(t['floors'])}. Beat every floor with significance: {beat}."
+
+
+def _stem(t: dict) -> str:
+    parts = [t["dataset"], t["protocol"], t["target"], t["protocol_hash"][:8]]
+    if t["data_fingerprint"]:
+        parts.append(f"data-{t['data_fingerprint'][:8]}")
+    return "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "-", str(p)) for p in parts)
+
+
 def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
+    """`<dataset>__<protocol>__<target>__<hash8>[__data-<fp8>].md/.csv` per table, no
+    two tables sharing a name, and summary.md and index.html over all of them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, used = [], set()
     for t in tables:
-        stem = f"{t['dataset']}__{t['protocol']}__{t['target']}"
-        rows = [_row_values(e, i == 0) for i, e in enumerate(t["rows"])]
+        stem = base = _stem(t)
+        suffix = 2
+        while stem in used:  # names cut to 8 hex digits could meet; never overwrite
+            stem, suffix = f"{base}__{suffix}", suffix + 1
+        used.add(stem)
+        rows = [_row_values(e) for e in t["rows"]]
         md = [
             f"# {_title(t)}",
             "",
-            f"Significance: {SIGNIFICANCE}.",
+            _facts_line(t),
+            "",
+            _floor_line(t),
+            "",
+            f"Significance: {SIGNIFICANCE}. Floors: {FLOOR_RULE}.",
             "",
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "---|" * len(COLUMNS),
@@ -309,20 +629,9 @@ def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
         (out / f"{stem}.md").write_text("\n".join(md) + "\n")
         with open(out / f"{stem}.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(
-                ["dataset", "protocol", "protocol_hash", "target", "synthetic", *COLUMNS]
-            )
-            for r in rows:
-                writer.writerow(
-                    [
-                        t["dataset"],
-                        t["protocol"],
-                        t["protocol_hash"],
-                        t["target"],
-                        t["synthetic"],
-                        *r,
-                    ]
-                )
+            writer.writerow(_csv_header())
+            for position, e in enumerate(t["rows"], start=1):
+                writer.writerow(_csv_row(t, position, e))
         written += [out / f"{stem}.md", out / f"{stem}.csv"]
     summary = out / "summary.md"
     summary.write_text(render_summary(tables))
@@ -337,22 +646,27 @@ SUMMARY_METRICS = ("hr@10", "ndcg@10", "mrr@20")
 
 
 def render_summary(tables: list[dict]) -> str:
-    """Every board in one short page: the headline metrics, seeds and epochs per model."""
+    """Every board in one short page: the headline metrics, seeds and epochs per model,
+    each table's footing, and which models beat every floor."""
     lines = [
         "# Leaderboard summary",
         "",
         "Test metrics of the best-validation checkpoint, mean ± sample standard deviation over "
-        "seeds; full tables with significance, budgets and hyperparameters are in the files "
-        "beside this one.",
+        "seeds; full tables with budgets and hyperparameters are in the files beside this one. "
+        f"Significance: {SIGNIFICANCE}. Floors: {FLOOR_RULE}.",
     ]
     for t in tables:
         lines += [
             "",
             f"## {_title(t)}",
             "",
+            _facts_line(t),
+            "",
+            _floor_line(t),
+            "",
             "| model | " + " | ".join(m.upper() for m in SUMMARY_METRICS) + " | seeds | epochs run "
-            "| training |",
-            "|---|" + "---|" * (len(SUMMARY_METRICS) + 3),
+            "| training | explore NDCG@10 | Δ NDCG@10 vs top | vs floors |",
+            "|---|" + "---|" * (len(SUMMARY_METRICS) + 6),
         ]
         for e in t["rows"]:
             cells = [
@@ -361,14 +675,19 @@ def render_summary(tables: list[dict]) -> str:
                 ",".join(map(str, e["seeds"])),
                 ",".join(map(str, e["epochs"])),
                 e["mode"],
+                _cell(e, "explore_ndcg@10"),
+                _vs_top(e),
+                _vs_floor(e),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
-    """NDCG@10 against seconds per epoch (log scale), one labelled point per model."""
-    pts = [(max(e["seconds_per_epoch"], 1e-3), e["mean"]["ndcg@10"], e["model"]) for e in t["rows"]]
+    """NDCG@10 against seconds per epoch (log scale), one labelled point per model; the
+    floor models in grey."""
+    rows = [e for e in t["rows"] if not math.isnan(e["mean"]["ndcg@10"])]
+    pts = [(max(e["seconds_per_epoch"], 1e-3), e["mean"]["ndcg@10"], e["model"]) for e in rows]
     if not pts:
         return ""
     pad = 50
@@ -393,8 +712,9 @@ def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
         f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">test NDCG@10</text>',
     ]
     for (sec, y, name), x in zip(pts, xs, strict=True):
+        fill = "#a0aec0" if name in FLOORS else "#2b6cb0"
         parts.append(
-            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="#2b6cb0">'
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{fill}">'
             f"<title>{html.escape(name)}: {y:.4f}, {sec:.2f} s/epoch</title></circle>"
         )
         parts.append(
@@ -436,16 +756,23 @@ document.body.dataset.ready = "1";
 """
 
 
+def _html_row(e: dict) -> str:
+    classes = {"floor": "floor", "below floor": "below-floor", "untested": "below-floor"}
+    cls = classes.get(e["floor"] or "")
+    attr = f' class="{cls}"' if cls else ""
+    cells = "".join(f"<td>{html.escape(v)}</td>" for v in _row_values(e))
+    return f"<tr{attr}>{cells}</tr>"
+
+
 def render_html(tables: list[dict]) -> str:
     sections = []
     for t in tables:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in _row_values(e, i == 0)) + "</tr>"
-            for i, e in enumerate(t["rows"])
-        )
+        body = "".join(_html_row(e) for e in t["rows"])
         sections.append(
-            f"<section><h2>{html.escape(_title(t))}</h2>{_svg_plot(t)}"
+            f"<section><h2>{html.escape(_title(t))}</h2>"
+            f'<p class="facts">{html.escape(_facts_line(t))}</p>'
+            f'<p class="floors">{html.escape(_floor_line(t))}</p>{_svg_plot(t)}'
             f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
         )
     return f"""<!doctype html>
@@ -456,11 +783,14 @@ table {{ border-collapse: collapse; margin: 1em 0 2em; font-size: 13px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
 th {{ background: #edf2f7; cursor: pointer; }}
 tbody tr:first-child {{ background: #f0fff4; }}
+tr.floor td {{ background: #f7fafc; }}
+tr.below-floor td {{ color: #718096; font-style: italic; }}
 </style></head><body>
 <h1>bench leaderboard</h1>
 <p>Mean ± sample std over seeds of full-ranking test metrics; the configuration of each
-model was chosen on validation, among those run with the most seeds. Significance against the top row: {html.escape(SIGNIFICANCE)}.
-Click a column header to sort.</p>
+model was chosen on validation, among those run with the most seeds. One table per data
+set, protocol variant (its hash), target and raw data. Significance: {html.escape(SIGNIFICANCE)}.
+Floors: {html.escape(FLOOR_RULE)}; those rows are greyed. Click a column header to sort.</p>
 {"".join(sections)}
 <script>{_SORT_JS}</script>
 </body></html>
@@ -468,12 +798,13 @@ Click a column header to sort.</p>
 
 
 def log_tables(tables: list[dict], save_dir: Path) -> list[str]:
-    """Log each leaderboard table to W&B as a wandb.Table (offline unless configured)."""
+    """Log each leaderboard table to W&B as a wandb.Table (offline unless configured); each
+    table is its own W&B run, so variants sharing a name do not overwrite each other."""
     from bench.tracking import log_table
 
     dirs = []
     for t in tables:
-        rows = [_row_values(e, i == 0) for i, e in enumerate(t["rows"])]
+        rows = [_row_values(e) for e in t["rows"]]
         name = f"leaderboard-{t['dataset']}-{t['protocol']}-{t['target']}"
         dirs.append(
             log_table(

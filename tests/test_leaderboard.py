@@ -1,15 +1,35 @@
-"""Leaderboard tables: grouping, mean ± std, significance, and the page in a real browser."""
+"""Leaderboard tables: grouping per protocol variant and raw data, mean ± std, numeric CSV,
+paired-bootstrap intervals, the table's footing, floors, and the page in a real browser."""
 
 import csv
+import math
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from bench.leaderboard import build_tables, paired_bootstrap, write_leaderboards
+from bench.leaderboard import (
+    bootstrap_means,
+    build_tables,
+    ndcg_from_reciprocal_ranks,
+    paired_bootstrap,
+    write_leaderboards,
+)
 from bench.results import ResultsStore
+
+torch.set_num_threads(1)
+
+N_TARGETS = 400
+
+
+def _reciprocal_ranks(seed: int, quality: float) -> np.ndarray:
+    """A target is at rank 1 with probability `quality`, else at rank 50 (NDCG@10 = 0).
+    The same seed draws the same uniforms, so a better model hits a superset of targets."""
+    hit = np.random.default_rng(seed).random(N_TARGETS) < quality
+    return np.where(hit, 1.0, 1 / 50)
 
 
 def _add(
@@ -18,7 +38,7 @@ def _add(
     model,
     seed,
     mrr,
-    rr_shift,
+    quality,
     protocol="user-loo",
     synthetic=False,
     dataset="ml-100k",
@@ -26,30 +46,43 @@ def _add(
     epochs=12,
     batch_size=64,
     old_keys=False,
+    protocol_hash=None,
+    fingerprint=None,
+    relative=True,
+    repeat_mask=None,
+    explore=True,
 ):
-    rng = np.random.default_rng(seed)
-    rr = np.clip(rng.random(400) * 0.5 + rr_shift, 0, 1)
-    rr_file = tmp_path / f"{model}-{protocol}-{seed}-{lr}.npy"
-    np.save(rr_file, rr)
+    run_id = f"{model}-{protocol}-{protocol_hash}-{fingerprint}-{seed}-{lr}"
+    run_dir = tmp_path / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    np.save(run_dir / "test_rr.npy", _reciprocal_ranks(seed, quality))
+    test = {
+        "hr@10": 2 * mrr,
+        "hr@20": 2.5 * mrr,
+        "ndcg@10": mrr,
+        "ndcg@20": 1.1 * mrr,
+        "mrr@20": mrr,
+    }
+    if explore:
+        test.update(
+            {
+                "targets": N_TARGETS,
+                "repeat_targets": 100,
+                "explore_ndcg@10": mrr / 2,
+                "explore_hr@10": mrr,
+                "repeat_ndcg@10": 2 * mrr,
+            }
+        )
     result = {
-        "run_id": f"{model}-{protocol}-{seed}-{lr}",
+        "run_id": run_id,
         "model": model,
         "dataset": dataset,
         "protocol": protocol,
-        "protocol_hash": "hash" + protocol,
+        "protocol_hash": protocol_hash or "hash" + protocol,
         "target": "any",
         "seed": seed,
         "synthetic": synthetic,
-        "metrics": {
-            "valid": {"ndcg@10": mrr},
-            "test": {
-                "hr@10": 2 * mrr,
-                "hr@20": 2.5 * mrr,
-                "ndcg@10": mrr,
-                "ndcg@20": 1.1 * mrr,
-                "mrr@20": mrr,
-            },
-        },
+        "metrics": {"valid": {"ndcg@10": mrr}, "test": test},
         "hyperparameters": {"embedding_dim": 64},
         "run_config": {
             "lr": lr,
@@ -66,8 +99,17 @@ def _add(
         "parameters": 1000,
         "hardware": {"cpu": "test cpu", "torch_threads": 1},
         "versions": {"bench": "0.1.0", "torch": "2.13.0"},
-        "test_rr_file": str(rr_file),
     }
+    if relative:  # today's results: paths relative to the run folder, which the row records
+        result["test_rr_file"] = "test_rr.npy"
+        result["run_dir"] = str(run_dir)
+    else:  # results written before: an absolute path, no run_dir
+        result["test_rr_file"] = str(run_dir / "test_rr.npy")
+    if repeat_mask is not None:
+        np.save(run_dir / "test_repeat.npy", repeat_mask)
+        result["test_repeat_file"] = "test_repeat.npy"
+    if fingerprint is not None:
+        result["data_fingerprint"] = fingerprint
     if not old_keys:
         result["run_config"]["optimizer"] = "auto"
     store.add(result, kind="run")
@@ -77,21 +119,21 @@ def _add(
 def store(tmp_path):
     store = ResultsStore(tmp_path / "results.db")
     for seed, mrr in enumerate([0.30, 0.32, 0.34]):
-        _add(store, tmp_path, "sasrec", seed, mrr, rr_shift=0.3)
+        _add(store, tmp_path, "sasrec", seed, mrr, quality=0.6, relative=seed != 1)
     for seed, mrr in enumerate([0.10, 0.12, 0.14]):
-        _add(store, tmp_path, "pop", seed, mrr, rr_shift=0.0)
+        _add(store, tmp_path, "pop", seed, mrr, quality=0.1, explore=False)
     # a worse configuration of sasrec (lower validation score) must not be picked
     for seed in range(3):
-        _add(store, tmp_path, "sasrec", seed, 0.01, rr_shift=0.0, lr=0.1)
+        _add(store, tmp_path, "sasrec", seed, 0.01, quality=0.0, lr=0.1)
     # nor one with a better score on a single seed
-    _add(store, tmp_path, "sasrec", 0, 0.9, rr_shift=0.0, lr=0.01)
+    _add(store, tmp_path, "sasrec", 0, 0.9, quality=0.0, lr=0.01)
     _add(
         store,
         tmp_path,
         "gru4rec",
         0,
         0.5,
-        rr_shift=0.3,
+        quality=0.5,
         protocol="user-time",
         synthetic=True,
         dataset="taobao-synth",
@@ -107,26 +149,50 @@ def test_tables_split_by_protocol_and_pick_the_best_valid_config(store):
     ]
     board = tables[0]
     assert [e["model"] for e in board["rows"]] == ["sasrec", "pop"]
-    sasrec = board["rows"][0]
+    sasrec, pop = board["rows"]
     assert sasrec["seeds"] == [0, 1, 2]
     assert sasrec["mean"]["mrr@20"] == pytest.approx(0.32)
     assert sasrec["std"]["mrr@20"] == pytest.approx(0.02)  # sample std over seeds
-    assert board["rows"][1]["vs_top"]["significant"] is True
+    # pop is below the top: its interval of (pop - top) lies under 0, around the true gap
+    gap = np.mean(
+        [ndcg_from_reciprocal_ranks(_reciprocal_ranks(s, 0.1)).mean() for s in range(3)]
+    ) - np.mean([ndcg_from_reciprocal_ranks(_reciprocal_ranks(s, 0.6)).mean() for s in range(3)])
+    low, high = pop["vs_top"]["ci"]
+    assert pop["vs_top"]["diff"] == pytest.approx(gap) and low < gap < high < 0
+    assert pop["vs_top"]["significant"] and sasrec["vs_top"] is None
     assert tables[1]["synthetic"] is True
+
+
+def test_per_target_ndcg_from_reciprocal_ranks():
+    rr = np.array([1.0, 1 / 2, 1 / 10, 1 / 11, 0.0])
+    expected = [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0]
+    assert ndcg_from_reciprocal_ranks(rr) == pytest.approx(expected)
+
+
+def test_counted_bootstrap_matches_resampling_indices():
+    """The multinomial shortcut over distinct values draws the same distribution as
+    resampling targets: same mean, same spread, for few-valued (NDCG-like) data."""
+    values = np.random.default_rng(3).choice([0.0, 0.5, 1.0], size=2000, p=[0.7, 0.2, 0.1])
+    counted = bootstrap_means(values, n=4000, seed=1)
+    rng = np.random.default_rng(2)
+    direct = values[rng.integers(0, len(values), size=(4000, len(values)))].mean(axis=1)
+    assert counted.mean() == pytest.approx(values.mean(), abs=1e-3)
+    assert counted.std() == pytest.approx(direct.std(), rel=0.08)
+    assert counted.std() == pytest.approx(values.std() / math.sqrt(len(values)), rel=0.08)
 
 
 def test_fitted_models_ignore_training_options_when_grouping_seeds(tmp_path):
     """pop and the kNN family train no epochs: batch size or lr cannot split their seeds."""
     store = ResultsStore(tmp_path / "results.db")
-    _add(store, tmp_path, "sknn", 0, 0.2, rr_shift=0.1, epochs=0, batch_size=512, lr=0.001)
-    _add(store, tmp_path, "sknn", 1, 0.2, rr_shift=0.1, epochs=0, batch_size=64, lr=0.002)
-    _add(store, tmp_path, "sknn", 2, 0.2, rr_shift=0.1, epochs=0, batch_size=64, lr=0.002)
+    _add(store, tmp_path, "sknn", 0, 0.2, quality=0.2, epochs=0, batch_size=512, lr=0.001)
+    _add(store, tmp_path, "sknn", 1, 0.2, quality=0.2, epochs=0, batch_size=64, lr=0.002)
+    _add(store, tmp_path, "sknn", 2, 0.2, quality=0.2, epochs=0, batch_size=64, lr=0.002)
     # a neural model run with another batch size is another configuration
-    _add(store, tmp_path, "sasrec", 0, 0.3, rr_shift=0.2, batch_size=512)
-    _add(store, tmp_path, "sasrec", 1, 0.2, rr_shift=0.2, batch_size=64)
+    _add(store, tmp_path, "sasrec", 0, 0.3, quality=0.3, batch_size=512)
+    _add(store, tmp_path, "sasrec", 1, 0.2, quality=0.3, batch_size=64)
     # written before the `optimizer` option existed: it ran with today's default
-    _add(store, tmp_path, "gru4rec", 0, 0.3, rr_shift=0.2, old_keys=True)
-    _add(store, tmp_path, "gru4rec", 1, 0.2, rr_shift=0.2)
+    _add(store, tmp_path, "gru4rec", 0, 0.3, quality=0.3, old_keys=True)
+    _add(store, tmp_path, "gru4rec", 1, 0.2, quality=0.3)
     rows = {e["model"]: e for e in build_tables(store)[0]["rows"]}
     assert rows["gru4rec"]["seeds"] == [0, 1]
     assert rows["sknn"]["seeds"] == [0, 1, 2]
@@ -134,7 +200,43 @@ def test_fitted_models_ignore_training_options_when_grouping_seeds(tmp_path):
     assert rows["sasrec"]["seeds"] == [0]
 
 
-def test_summary_lists_every_board_with_seeds_and_epochs(store, tmp_path):
+def test_variants_and_raw_data_never_share_a_table_or_a_file(tmp_path):
+    """Two protocol hashes of one data set, and one hash on two different raw files, are
+    four tables in four files; results without a fingerprint (older ones) group together."""
+    store = ResultsStore(tmp_path / "results.db")
+    for h in ("1803d73d0000", "99aa00bb0000"):
+        for fp in ("aaaa1111", "bbbb2222"):
+            _add(store, tmp_path, "gru4rec", 0, 0.3, quality=0.3, protocol_hash=h, fingerprint=fp)
+    for seed in range(2):
+        _add(store, tmp_path, "gru4rec", seed, 0.3, quality=0.3, protocol_hash="1803d73d0000")
+    tables = build_tables(store)
+    keys = [(t["protocol_hash"][:8], t["data_fingerprint"]) for t in tables]
+    assert sorted(keys, key=str) == sorted(
+        [
+            ("1803d73d", None),
+            ("1803d73d", "aaaa1111"),
+            ("1803d73d", "bbbb2222"),
+            ("99aa00bb", "aaaa1111"),
+            ("99aa00bb", "bbbb2222"),
+        ],
+        key=str,
+    )
+    assert next(t for t in tables if t["data_fingerprint"] is None)["rows"][0]["seeds"] == [0, 1]
+    files = write_leaderboards(tables, tmp_path / "boards")
+    md = sorted(f.name for f in files if f.suffix == ".md" and f.name != "summary.md")
+    assert md == [
+        "ml-100k__user-loo__any__1803d73d.md",
+        "ml-100k__user-loo__any__1803d73d__data-aaaa1111.md",
+        "ml-100k__user-loo__any__1803d73d__data-bbbb2222.md",
+        "ml-100k__user-loo__any__99aa00bb__data-aaaa1111.md",
+        "ml-100k__user-loo__any__99aa00bb__data-bbbb2222.md",
+    ]
+    assert len({f.name for f in files}) == len(files)
+    text = (tmp_path / "boards" / "ml-100k__user-loo__any__99aa00bb__data-bbbb2222.md").read_text()
+    assert "[99aa00bb]" in text and "data bbbb2222" in text
+
+
+def test_summary_lists_every_board_with_seeds_epochs_and_footing(store, tmp_path):
     write_leaderboards(build_tables(store), tmp_path / "boards")
     summary = (tmp_path / "boards" / "summary.md").read_text()
     assert "ml-100k · user-loo" in summary and "taobao-synth (SYNTHETIC data)" in summary
@@ -143,6 +245,10 @@ def test_summary_lists_every_board_with_seeds_and_epochs(store, tmp_path):
         in summary
     )
     assert summary.index("| sasrec |") < summary.index("| pop |")
+    assert "400 test targets; repeat share 25.0%; top row (sasrec) NDCG@10 0.3200" in summary
+    assert "Floors present: pop. Beat every floor with significance: sasrec." in summary
+    # the synthetic table holds no floor: nothing there is shown to be learned
+    assert "No floor model (pop, repeat, sr) in this table" in summary
 
 
 def test_paired_bootstrap_sees_no_difference_between_equal_models():
@@ -151,22 +257,93 @@ def test_paired_bootstrap_sees_no_difference_between_equal_models():
     assert not significant and low < 0 < high
 
 
-def test_written_files(store, tmp_path):
-    files = write_leaderboards(build_tables(store), tmp_path / "boards")
+def test_written_files_read_as_numbers(store, tmp_path):
+    tables = build_tables(store)
+    files = write_leaderboards(tables, tmp_path / "boards")
     names = sorted(f.name for f in files)
-    assert "ml-100k__user-loo__any.md" in names and "index.html" in names
-    md = (tmp_path / "boards" / "ml-100k__user-loo__any.md").read_text()
+    assert "ml-100k__user-loo__any__hashuser.md" in names and "index.html" in names
+    md = (tmp_path / "boards" / "ml-100k__user-loo__any__hashuser.md").read_text()
     assert "0.3200 ± 0.0200" in md and "paired bootstrap" in md
     # each row says how it was trained, not only with which hyperparameters
     assert (
         "sequences, batch 64, lr 0.001, <= 50 epochs, patience 5 on ndcg@10, epochs 12,12,12" in md
     )
-    synth_md = (tmp_path / "boards" / "taobao-synth__user-time__any.md").read_text()
+    pop = tables[0]["rows"][1]
+    diff, (low, high) = pop["vs_top"]["diff"], pop["vs_top"]["ci"]
+    interval = f"−{-diff:.4f} [−{-low:.4f}, −{-high:.4f}]"
+    assert f"| {interval} |" in md
+    # pop's results have no explore metrics: a dash, not a zero
+    assert "| pop | 0.2400 ± 0.0400 |" in md and "| – | – | – |" in md
+    synth_md = (tmp_path / "boards" / "taobao-synth__user-time__any__hashuser.md").read_text()
     assert "SYNTHETIC" in synth_md
-    with open(tmp_path / "boards" / "ml-100k__user-loo__any.csv") as f:
+    with open(tmp_path / "boards" / "ml-100k__user-loo__any__hashuser.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["sasrec", "pop"]
-    assert rows[1]["worse than top?"] == "yes"
+    assert float(rows[0]["mrr@20_mean"]) == pytest.approx(0.32)
+    assert float(rows[0]["mrr@20_std"]) == pytest.approx(0.02)
+    assert int(rows[0]["mrr@20_n"]) == 3
+    assert float(rows[0]["explore_ndcg@10_mean"]) == pytest.approx(0.16)
+    assert rows[1]["explore_ndcg@10_mean"] == "" and rows[1]["explore_ndcg@10_n"] == "0"
+    assert float(rows[1]["ndcg@10_minus_top_low"]) == pytest.approx(low)
+    assert float(rows[1]["ndcg@10_minus_top_high"]) == pytest.approx(high)
+    assert rows[1]["below_top"] == "True" and rows[0]["below_top"] == ""
+    assert int(rows[0]["test_targets"]) == N_TARGETS
+    assert float(rows[0]["repeat_share"]) == pytest.approx(0.25)
+    top_low, top_high = float(rows[0]["top_ndcg@10_low"]), float(rows[0]["top_ndcg@10_high"])
+    top_mean = np.mean([ndcg_from_reciprocal_ranks(_reciprocal_ranks(s, 0.6)) for s in range(3)])
+    assert top_low < top_mean < top_high and top_high - top_low < 0.15
+    assert rows[0]["floor_status"] == "beats floors" and rows[1]["floor_status"] == "floor"
+
+
+def test_floors_mark_rows_that_do_not_beat_the_best_floor(tmp_path):
+    """strong beats every floor; same_as_repeat ties the best floor (repeat), weak is worse
+    than it though better than pop: both are below the floor, not learned results."""
+    store = ResultsStore(tmp_path / "results.db")
+    qualities = {"pop": 0.05, "sr": 0.15, "repeat": 0.3, "strong": 0.5}
+    qualities |= {"same_as_repeat": 0.3, "weak": 0.2}
+    for model, q in qualities.items():
+        for seed in range(2):
+            _add(store, tmp_path, model, seed, q, quality=q)
+    (table,) = build_tables(store)
+    status = {e["model"]: e["floor"] for e in table["rows"]}
+    assert status == {
+        "strong": "beats floors",
+        "repeat": "floor",
+        "same_as_repeat": "below floor",
+        "weak": "below floor",
+        "sr": "floor",
+        "pop": "floor",
+    }
+    assert table["floors"] == ["repeat", "sr", "pop"]
+    assert table["beats_floors"] == ["strong"]
+    strong = next(e for e in table["rows"] if e["model"] == "strong")
+    assert strong["vs_floor"]["floor"] == "repeat" and strong["vs_floor"]["ci"][0] > 0
+    boards = tmp_path / "boards"
+    write_leaderboards([table], boards)
+    summary = (boards / "summary.md").read_text()
+    assert "Floors present: repeat, sr, pop. Beat every floor with significance: strong." in summary
+    (md,) = boards.glob("ml-100k__*.md")
+    weak_line = next(line for line in md.read_text().splitlines() if line.startswith("| weak "))
+    assert "below floor (not a learned result)" in weak_line and "vs repeat" in weak_line
+    page = (boards / "index.html").read_text()
+    assert page.count('<tr class="below-floor">') == 2 and page.count('<tr class="floor">') == 3
+
+
+def test_footing_falls_back_to_the_saved_ranks_and_uses_repeat_masks(tmp_path):
+    """Without a `targets` count the table counts the saved ranks; with the repeat masks
+    the top row also gets intervals on explore and repeat targets."""
+    store = ResultsStore(tmp_path / "results.db")
+    mask = np.arange(N_TARGETS) % 4 == 0
+    for seed in range(2):
+        _add(store, tmp_path, "gru4rec", seed, 0.4, quality=0.4, explore=False, repeat_mask=mask)
+    (table,) = build_tables(store)
+    assert table["targets"] == N_TARGETS and table["repeat_share"] == pytest.approx(0.25)
+    gains = np.mean([ndcg_from_reciprocal_ranks(_reciprocal_ranks(s, 0.4)) for s in range(2)], 0)
+    explore_mean, low, high = table["top_split_ci"]["explore"]
+    assert explore_mean == pytest.approx(gains[~mask].mean()) and low < explore_mean < high
+    assert table["top_split_ci"]["repeat"][0] == pytest.approx(gains[mask].mean())
+    write_leaderboards([table], tmp_path / "boards")
+    assert "on explore targets" in (tmp_path / "boards" / "summary.md").read_text()
 
 
 def test_empty_store_is_a_clear_error(tmp_path):
@@ -203,6 +380,7 @@ def test_page_opens_in_headless_chromium(store, tmp_path):
     assert 'data-ready="1"' in dom.stdout, "the page's script did not run to its end"
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr, dom.stderr[-2000:]
     assert dom.stdout.count("<circle") == 2 + 1  # one point per model in each table
+    assert dom.stdout.count("<section>") == 2 and "400 test targets" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run(
         [*base, f"--screenshot={shot}", "--window-size=1400,900", page],
