@@ -38,7 +38,10 @@ def remove_tree(path: str | Path, root: str | Path, *, ignore_errors: bool = Fal
     """rmtree `path`, but only when it lies strictly under `root`; anything else is a bug
     or a hostile name, and raising beats deleting a user's folder."""
     path = Path(path)
-    if not is_under(path, root):
+    # the entry itself, not where a link would lead
+    entry = path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
+    outer = Path(root).resolve()
+    if entry == outer or outer not in entry.parents:
         raise ValueError(f"refusing to remove {path}: it is not inside {root}")
     if path.is_symlink():
         path.unlink()  # the link, never what it points to

@@ -51,7 +51,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -63,6 +62,7 @@ from typing import Any
 import polars as pl
 
 from bench.errors import BenchError, DataError
+from bench.paths import remove_tree
 
 FORMAT = 1
 META = "meta.json"
@@ -239,7 +239,7 @@ def _alive(pid: int) -> bool:
 
 
 def _remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path, path.parent, ignore_errors=True)  # only ever a folder of the cache
 
 
 def clean_stale(parent: str | Path) -> list[Path]:

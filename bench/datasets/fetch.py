@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -35,6 +34,7 @@ from rich.progress import (
 
 from bench.datasets.registry import list_datasets
 from bench.errors import BenchError, ConfigError, DataError
+from bench.paths import remove_tree
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
 
@@ -214,4 +214,4 @@ def fetch(
             Console(stderr=True).print(f"{dataset}: {target} (sha256 {got_sha256})")
         return target
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work, target.parent, ignore_errors=True)  # our own temp folder

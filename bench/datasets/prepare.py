@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from bench.datasets.protocols import DataInfo, get_protocol, recipe_hash
 from bench.datasets.protocols.base import negatives_for, split_counts
 from bench.datasets.registry import get_adapter
 from bench.errors import ConfigError, DataError
+from bench.paths import remove_tree
 
 FINGERPRINTS = "fingerprints.json"
 
@@ -136,6 +136,25 @@ def _same_raw(old: list[dict] | None, new: list[dict]) -> bool:
     return key(old) == key(new)
 
 
+def _as_read(err: DataError, adapter: object) -> DataError:
+    """A recipe's complaint (e.g. "train split has no examples") with how the file was
+    read, when the adapter guessed its layout: a misread file is the likely cause."""
+    reading = getattr(adapter, "reading", "")
+    if not reading or "read as" in (err.hint or ""):
+        return err
+    files = adapter.raw_files()  # type: ignore[attr-defined]
+    name = files[0].name if len(files) == 1 else "the file"
+    note = f"{name} was read as {reading}; if that is wrong, pass header=, format=, columns="
+    return type(err)(
+        err.message,
+        file=err.file,
+        line=err.line,
+        column=err.column,
+        option=err.option,
+        hint=f"{err.hint}; {note}" if err.hint else note,
+    )
+
+
 def _versions(protocol_version: int) -> dict[str, Any]:
     try:
         bench_version = metadata.version("bench")
@@ -198,11 +217,14 @@ def prepare(
         fresh = not force and artifact.is_valid(folder)
         if fresh and _same_raw(artifact.read_meta(folder).get("raw_files"), raw):
             return folder
-        shutil.rmtree(folder, ignore_errors=True)  # corrupt, stale or forced: rebuild
+        remove_tree(folder, root, ignore_errors=True)  # corrupt, stale or forced: rebuild
 
     with artifact.Writer(folder) as out:
         # tables the recipe finishes early (user-time's events) are written while it goes on
-        built = proto.build(frame, resolved, replace(info, ready=out.add))
+        try:
+            built = proto.build(frame, resolved, replace(info, ready=out.add))
+        except DataError as err:
+            raise _as_read(err, adapter) from err
         built.negatives = negatives_for(built, resolved)
         tables = {
             "events": built.events,
