@@ -4,11 +4,15 @@ store, then write the leaderboards. It prints each run's test metrics as it goes
     BENCH_DATA_DIR=../shared/data python benchmarks/campaign.py \
         --datasets ml-100k,taobao --seeds 0,1,2 --max-epochs 20 --results runs/campaign.db
 
-Each run is `bench.training.run.execute` with the data set's default protocol
-(ml-100k: user-loo, taobao: user-time); runs already in the store are skipped, so the
-command can be stopped and started again. `--training sequences` trains the models that
-allow it (gru4rec, lstm, narm, sasrec, bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one torch
-thread each.
+Each run is `bench.training.run.execute` with the data set's default protocol (ml-100k,
+ml-latest-small and the *-dynamicrec files: user-loo, taobao: user-time, diginetica:
+session-srgnn) unless `--protocol` names another; `--protocol-set key=value` (repeatable)
+sets a protocol parameter, e.g. `--protocol-set min_item_support=1` for the Taobao sample.
+A run the results store already holds (same run id: settings, protocol hash and raw data)
+is skipped, so the command can be stopped and started again; `--dry-run` lists what would
+run. `--training sequences` trains the models that allow it (gru4rec, lstm, narm, sasrec,
+bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one
+torch thread each.
 """
 
 from __future__ import annotations
@@ -20,112 +24,184 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import yaml
+
+FITTED = {"pop", "repeat", "sr", "sknn", "vsknn", "stan"}  # seconds each: run them first
 
 
-def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
+def protocol_params(pairs: list[str]) -> dict:
+    """`key=value` pairs as protocol parameters, values read as YAML scalars (1, true, 0.5)."""
+    from bench.errors import ConfigError
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--protocol-set {pair!r} is not key=value",
+                option="--protocol-set",
+                hint="write e.g. --protocol-set min_item_support=1",
+            )
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
+    """The RunConfig of one campaign run; parent and child build it the same way."""
     from bench.models.registry import get_model_class
-    from bench.results import ResultsStore
     from bench.training.config import resolve
-    from bench.training.run import execute
 
     able = getattr(get_model_class(model), "trains_on_sequences", False)
     settings = {
         "training": args.training if able else "prefixes",
         "model": model,
         "dataset": dataset,
+        "protocol": args.protocol,
         "seed": seed,
         "max_epochs": args.max_epochs,
         "patience": args.patience,
         "batch_size": args.batch_size,
         "threads": 1,
         "runs_dir": args.runs_dir,
+        "cache_dir": args.cache_dir,
         "lr": args.lr,
         "wandb": False,
     }
-    config = resolve({}, {}, settings)
-    result = execute(config, progress=False)
+    sets = {f"protocol.{k}": v for k, v in protocol_params(args.protocol_set).items()}
+    return resolve({}, sets, settings)
+
+
+def planned_run_id(config) -> str:
+    """The id `execute` will give this run: its settings, protocol hash and the raw
+    data's fingerprint (the artifact is prepared here once and reused by the run)."""
+    from bench.datasets.artifact import read_meta
+    from bench.datasets.prepare import prepare
+    from bench.training.run import data_fingerprint, run_id_for
+
+    meta = read_meta(
+        prepare(
+            config.dataset,
+            config.protocol,
+            target=config.target,
+            params=config.protocol_params or None,
+            data_dir=config.data_dir,
+            cache_dir=config.cache_dir,
+            adapter_options=config.adapter_options or None,
+        )
+    )
+    return run_id_for(config, meta["protocol"], meta["hash"], data_fingerprint(meta))
+
+
+def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
+    from bench.results import ResultsStore
+    from bench.training.run import execute
+
+    result = execute(run_config(args, dataset, model, seed), progress=False)
     ResultsStore(args.results).add(result, kind="run")
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="ml-100k,taobao")
-    parser.add_argument("--models", default="all")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument(
+def plan(args: argparse.Namespace, models: list[str], done: set[str]) -> list[tuple]:
+    """(dataset, model, seed) of every run the store does not hold yet, cheap models first
+    so the tables fill early."""
+    jobs = []
+    for dataset in args.datasets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for model in models:
+                if planned_run_id(run_config(args, dataset, model, seed)) not in done:
+                    jobs.append((dataset, model, seed))
+    jobs.sort(key=lambda j: (j[2], j[1] not in FITTED))
+    return jobs
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--datasets",
+        default="ml-100k,taobao",
+        help="comma-separated: ml-100k, ml-latest-small, taobao, diginetica, "
+        "diginetica-dynamicrec, yoochoose-dynamicrec, ...",
+    )
+    p.add_argument("--models", default="all")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--protocol", default=None, help="default: each data set's own")
+    p.add_argument(
+        "--protocol-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a protocol parameter (repeatable), e.g. min_item_support=1",
+    )
+    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
         "--training",
         choices=("prefixes", "sequences"),
         default="prefixes",
         help="sequences: whole windows for the models that allow it, prefixes for the rest",
     )
-    parser.add_argument("--results", default="runs/campaign.db")
-    parser.add_argument("--runs-dir", default="runs/campaign")
-    parser.add_argument("--leaderboards", default="leaderboards")
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument(
-        "--one", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS
-    )
-    args = parser.parse_args()
+    p.add_argument("--results", default="runs/campaign.db")
+    p.add_argument("--runs-dir", default="runs/campaign")
+    p.add_argument("--cache-dir", default=None, help="artifact cache (default: bench's)")
+    p.add_argument("--leaderboards", default="leaderboards")
+    p.add_argument("--parallel", type=int, default=1, help="processes, one thread each")
+    p.add_argument("--dry-run", action="store_true", help="list the runs to do, run none")
+    p.add_argument("--one", nargs=3, metavar=("DATASET", "MODEL", "SEED"), help=argparse.SUPPRESS)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    from bench.errors import BenchError
+
+    try:
+        return _main(args, argv)
+    except BenchError as err:
+        print(f"error: {err.render()}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.one:  # a child process: one run, one thread
         import torch
 
         torch.set_num_threads(1)
         dataset, model, seed = args.one
         result = one_run(args, dataset, model, int(seed))
-        print(
-            json.dumps(
-                {
-                    "model": model,
-                    "dataset": dataset,
-                    "seed": int(seed),
-                    "test": result["metrics"]["test"],
-                    "epochs": result["epochs"],
-                    "seconds": result["train_seconds"],
-                }
-            )
-        )
-        return
+        summary = {"model": model, "dataset": dataset, "seed": int(seed)}
+        summary |= {"test": result["metrics"]["test"], "epochs": result["epochs"]}
+        print(json.dumps(summary | {"seconds": result["train_seconds"]}))
+        return 0
 
     from bench.leaderboard import build_tables, write_leaderboards
     from bench.models import list_models
     from bench.results import ResultsStore
 
     store = ResultsStore(args.results)
-    done = {(r["dataset"], r["model"], r["seed"]) for r in store.rows(kind="run")}
+    done = {r["run_id"] for r in store.rows(kind="run")}
     models = list_models() if args.models == "all" else args.models.split(",")
-    jobs = [
-        (d, m, int(s))
-        for d in args.datasets.split(",")
-        for s in args.seeds.split(",")
-        for m in models
-        if (d, m, int(s)) not in done
-    ]
-    # cheap models first, so the table fills early
-    jobs.sort(key=lambda j: (j[2], j[1] not in {"pop", "sknn", "vsknn", "stan"}))
+    jobs = plan(args, models, done)
     print(f"{len(jobs)} runs to do, {len(done)} already in {args.results}", flush=True)
-    base = [sys.executable, __file__, *sys.argv[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if args.dry_run:
+        for job in jobs:
+            print("would run", *job, flush=True)
+        return 0
+    base = [sys.executable, os.path.abspath(__file__), *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    failed = []
 
     def launch(job):
         dataset, model, seed = job
         start = time.perf_counter()
         out = subprocess.run(
-            [*base, "--one", dataset, model, str(seed)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
+            [*base, "--one", dataset, model, str(seed)], capture_output=True, text=True, env=env
         )
         if out.returncode != 0:
+            failed.append(job)
             print(f"FAILED {job}: {out.stderr[-1500:]}", flush=True)
             return
         line = json.loads(out.stdout.strip().splitlines()[-1])
@@ -139,9 +215,11 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(launch, jobs))
-    files = write_leaderboards(build_tables(ResultsStore(args.results)), args.leaderboards)
-    print("wrote", ", ".join(str(f) for f in files))
+    if store.rows():  # nothing to tabulate when every run so far failed
+        files = write_leaderboards(build_tables(ResultsStore(args.results)), args.leaderboards)
+        print("wrote", ", ".join(str(f) for f in files))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
