@@ -95,7 +95,7 @@ class Repeat(Baseline):
 
     @dataclass
     class Config:
-        recency_decay: Annotated[float, Field(gt=0, le=1)] = 0.5  # per step back in time
+        recency_decay: Annotated[float, Field(gt=0, le=1)] = 0.8  # per step back in time
         frequency_weight: Annotated[float, Field(ge=0)] = 0.0  # weight of the plain count
         pv_weight: Annotated[float, Field(ge=0)] = 1.0
         fav_weight: Annotated[float, Field(ge=0)] = 1.0
