@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.leaderboard import build_tables
 from bench.results import ResultsStore
 from benchmarks import campaign
 
@@ -32,6 +33,13 @@ def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path, caps
     (row,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
     assert row["model"] == "pop" and (tmp_path / "runs" / row["run_id"] / "result.json").exists()
     assert list((tmp_path / "boards").glob("ml-100k__user-loo__any__*.md"))
+    # the run's ranks, stored relative to its folder, give the table its per-target NDCG@10
+    (table,) = build_tables(ResultsStore(tmp_path / "c.db"))
+    (pop,) = table["rows"]
+    assert (
+        table["targets"] == 943 and table["data_fingerprint"] == row["result"]["data_fingerprint"]
+    )
+    assert pop["gains"].mean() == pytest.approx(pop["mean"]["ndcg@10"])
 
     assert campaign.main(args) == 0
     assert "0 runs to do, 1 already in c.db" in capsys.readouterr().out
