@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -203,6 +205,11 @@ def test_run_with_sampled_negatives_reports_both(planted_dir, tmp_path, model):
             assert values[f"sampled_hr@{k}"] >= values[f"hr@{k}"]
         assert values["sampled_hr@50"] == 1.0  # 20 negatives: every rank is <= 21
         assert values["repeat_targets"] + values["explore_targets"] == values["targets"]
+    test = sampled["metrics"]["test"]
+    assert "is_repeat" not in test  # per-target flags go to their own file, not the metrics
+    flags = np.load(Path(sampled["run_dir"]) / sampled["test_repeat_file"])
+    assert flags.dtype == bool and flags.sum() == test["repeat_targets"] > 0
+    assert len(flags) == test["targets"]
     full = _run(planted_dir, tmp_path, model, {})
     assert not any(k.startswith("sampled_") for s in ("valid", "test") for k in full["metrics"][s])
     assert full["metrics"]["test"]["ndcg@10"] == pytest.approx(
