@@ -37,7 +37,7 @@ from bench.models.registry import register_model
 _RELATIVE_BITS = 40
 
 
-def _snap(values: Tensor) -> Tensor:
+def snap_ties(values: Tensor) -> Tensor:
     """Round float64 values to `_RELATIVE_BITS` bits of mantissa."""
     mantissa, exponent = torch.frexp(values)
     return torch.ldexp(torch.round(mantissa * 2.0**_RELATIVE_BITS) / 2.0**_RELATIVE_BITS, exponent)
@@ -59,15 +59,16 @@ def rank_above_popularity(
     every other item by `popularity` (in [0, 1)); equal values fall back to popularity.
 
     An entry scores 1 + (its place among the distinct values of its row, 0 = smallest)
-    + its popularity, any other item its popularity alone. Storing the place rather than
-    the value keeps the order exact in float32 whatever the spread of the values.
+    + its popularity, any other item its popularity alone. Storing the place (a small
+    integer) rather than the value keeps the order by value exact in float32 whatever the
+    spread of the values; popularity breaks ties to float32 precision.
     `row`, `item` are distinct pairs; `value` is float64.
     """
     device = popularity.device
     out = popularity.float().unsqueeze(0).repeat(batch, 1)
     if row.numel() == 0:
         return out
-    value = _snap(value)
+    value = snap_ties(value)
     by_value = torch.sort(value, stable=True).indices
     order = by_value[torch.sort(row[by_value], stable=True).indices]
     row_sorted, value_sorted = row[order], value[order]

@@ -34,7 +34,7 @@ from torch import Tensor
 from bench.models.base import Baseline, DataSpec, TrainSequences
 from bench.models.knn import budget_splits, expand_ranges, rank_in_group, take
 from bench.models.registry import register_model
-from bench.models.repeat import popularity_fraction, rank_above_popularity
+from bench.models.repeat import popularity_fraction, rank_above_popularity, snap_ties
 
 Weighting = Literal["div", "linear", "same", "quadratic", "log"]
 
@@ -100,7 +100,7 @@ def prune(rules: Rules, keep: int) -> Rules:
     n_rows = rules.offsets.numel() - 1
     source = torch.repeat_interleave(torch.arange(n_rows), rules.offsets.diff())
     # entries are sorted by (source, target): stable sorts give (source, -weight, target)
-    by_weight = torch.sort(-rules.weights, stable=True).indices
+    by_weight = torch.sort(-snap_ties(rules.weights), stable=True).indices
     order = by_weight[torch.sort(source[by_weight], stable=True).indices]
     place, _ = rank_in_group(source[order], n_rows)
     kept = order[place < keep]
