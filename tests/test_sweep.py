@@ -489,7 +489,9 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
 
-    stem = tmp_path / "lb" / "custom__user-loo__any"
+    # one table per protocol variant and raw data: named by protocol hash and fingerprint
+    (md_file,) = (tmp_path / "lb").glob("custom__user-loo__any__*.md")
+    stem = md_file.with_suffix("")
     markdown = (stem.with_suffix(".md")).read_text()
     lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
     assert {"pop", "sknn"} <= set(lines)
