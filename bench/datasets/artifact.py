@@ -88,15 +88,16 @@ class Artifact:
 RAW_KEYS = frozenset({"path", "size", "mtime_ns", "sha256"})
 
 
-def shape_problem(meta: object) -> str | None:
+def shape_problem(meta: object, *, need_files: bool = True) -> str | None:
     """What is wrong with the shape of a parsed meta.json (None: nothing).
 
-    `files` must map names to {size, sha256}; `raw_files`, when present, must be a list
-    of {path, size, mtime_ns, sha256}. Anything else is a corrupt artifact, not a crash.
+    `files` must map names to {size, sha256} (it may be absent when not `need_files`:
+    readers of hand-made artifacts need no checksums); `raw_files`, when present, must be
+    a list of {path, size, mtime_ns, sha256}. Anything else is a corrupt artifact.
     """
     if not isinstance(meta, dict):
         return f"it holds a JSON {type(meta).__name__}, not an object"
-    files = meta.get("files")
+    files = meta.get("files", None if need_files else {})
     if not isinstance(files, dict):
         return "it has no 'files' table" if files is None else "'files' is not a table"
     for name, entry in files.items():
@@ -133,7 +134,7 @@ def read_meta(path: str | Path) -> dict:
         raise DataError(
             "meta.json is unreadable (a corrupt artifact)", file=file, hint=rebuild
         ) from None
-    wrong = shape_problem(meta)
+    wrong = shape_problem(meta, need_files=False)
     if wrong:
         raise DataError(
             f"meta.json is not an artifact's meta ({wrong}; a corrupt artifact)",

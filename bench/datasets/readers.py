@@ -132,9 +132,48 @@ def date_field(name: str, fmt: str, *aliases: str, expect: str) -> Field:
 # ---------------------------------------------------------------- raw text helpers
 
 
+# Magic bytes of compressed files and how to unpack each (a gzip file read as text
+# looks like noise whose most frequent punctuation is taken for a separator).
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip", "gunzip -k {name}"),
+    (b"PK\x03\x04", "zip", "unzip {name}"),
+    (b"PK\x05\x06", "zip", "unzip {name}"),
+    (b"\xfd7zXZ\x00", "xz", "unxz -k {name}"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd {name}"),
+)
+_BZIP2 = re.compile(rb"^BZh[1-9](\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
+
+
+def compression_of(head: bytes) -> tuple[str, str] | None:
+    """(kind, command template) when `head` starts like a compressed file, else None."""
+    for magic, kind, command in _COMPRESSED:
+        if head.startswith(magic):
+            return kind, command
+    if _BZIP2.match(head):
+        return "bzip2", "bunzip2 -k {name}"
+    return None
+
+
+def refuse_compressed(path: Path, head: bytes) -> None:
+    """A DataError that says "this is a gzip file; decompress it" instead of a bogus
+    diagnosis of its bytes as text."""
+    found = compression_of(head)
+    if found is None:
+        return
+    kind, command = found
+    raise DataError(
+        f"this is a {kind} file, not text",
+        file=path,
+        hint=f"decompress it ({command.format(name=path.name)}) and read the file it unpacks to",
+    )
+
+
 def _read_head(path: Path) -> bytes:
+    """The first MiB; a compressed file is refused here, before any text sniffing."""
     with open(path, "rb") as fh:
-        return fh.read(_HEAD_BYTES)
+        head = fh.read(_HEAD_BYTES)
+    refuse_compressed(path, head)
+    return head
 
 
 def _lines_of(data: bytes) -> list[str]:
@@ -242,8 +281,14 @@ class CsvFile:
     what: str = ""  # the publisher's layout, for messages
     separator_option: str | None = None  # the option that changes the separator, if any
     column_fix: str = ""  # the fix for a missing column (default: the expected layout)
+    read_as: str = ""  # how a guessed layout was taken (custom files), for every shape error
 
     def _layout_hint(self) -> str:
+        if self.read_as:
+            return (
+                f"{self.path.name} was read as {self.read_as}; if that is not its layout, "
+                "say so with header=, separator=, format= or columns="
+            )
         layout = self.what or (
             f"{_sep_name(self.separator)}-separated columns "
             + ", ".join(f.name for f in self.fields)
@@ -432,7 +477,12 @@ class CsvFile:
             hint=f"{self._layout_hint()}; fix or delete line {i + 1}",
         )
 
-    def _diagnose_values(self, names: list[str], start: int) -> DataError | None:
+    def raw_table(self) -> pl.LazyFrame:
+        """Every column as text, renamed to the fields' names, with its 1-based `__line`."""
+        names, start = self._check()
+        return self._raw(names, start)
+
+    def _raw(self, names: list[str], start: int) -> pl.LazyFrame:
         column = self._resolve(names)
         sep, physical = self._physical(names)
         raw = pl.scan_csv(
@@ -446,8 +496,15 @@ class CsvFile:
             truncate_ragged_lines=True,
             encoding="utf8-lossy",
         ).with_row_index("__row")
-        line = pl.col("__row") + 1 + int(self.header) + start
-        return _first_bad_value(raw, self.fields, column, line, self.path, "line")
+        return raw.select(
+            *(pl.col(column[f.name]).alias(f.name) for f in self.fields),
+            __line=pl.col("__row") + 1 + int(self.header) + start,
+        )
+
+    def _diagnose_values(self, names: list[str], start: int) -> DataError | None:
+        column = {f.name: f.name for f in self.fields}
+        raw = self._raw(names, start)
+        return _first_bad_value(raw, self.fields, column, pl.col("__line"), self.path, "line")
 
 
 def _scan_lines(path: Path) -> pl.LazyFrame:
@@ -553,13 +610,18 @@ class ParquetFile:
             self.check()
         except DataError as err:
             return err
-        raw = (
+        column = {f.name: f.name for f in self.fields}
+        raw = self.raw_table()
+        return _first_bad_value(raw, self.fields, column, pl.col("__line"), self.path, "row")
+
+    def raw_table(self) -> pl.LazyFrame:
+        """Every field as text, with its 1-based row number as `__line`."""
+        return (
             pl.scan_parquet(self.path)
             .select(pl.col(f.name).cast(pl.String) for f in self.fields)
             .with_row_index("__row")
+            .select(pl.exclude("__row"), __line=pl.col("__row") + 1)
         )
-        column = {f.name: f.name for f in self.fields}
-        return _first_bad_value(raw, self.fields, column, pl.col("__row") + 1, self.path, "row")
 
 
 _INT_TOKEN = re.compile(r"^\s*\d+\s*$")

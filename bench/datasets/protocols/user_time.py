@@ -73,6 +73,50 @@ class UserTimeParams(Params):
     restrict_train_to_target: bool = True
 
 
+MS_PER_YEAR = 365.2425 * 86400 * 1000
+# Beyond year 3000 the times were most likely milliseconds read as seconds; before 1980,
+# seconds read as milliseconds (both land far from any window on real data).
+LATEST_PLAUSIBLE_MS = (3000 - 1970) * MS_PER_YEAR
+EARLIEST_PLAUSIBLE_MS = (1980 - 1970) * MS_PER_YEAR
+
+
+def outside_window_error(first_ms: int, last_ms: int, start, end, file=None) -> DataError:
+    """No event in the window: say why when the times are in the wrong unit, else where
+    the data lies."""
+
+    def year(ms: int) -> str:
+        return f"{1970 + ms / MS_PER_YEAR:,.0f}"
+
+    def when(ms: int) -> str:
+        try:
+            return iso(ms, "UTC")
+        except (ValueError, OverflowError, OSError):  # beyond what datetime holds
+            return f"the year {year(ms)}"
+
+    window = f"the window {start.isoformat() if start else '...'} .. {end.isoformat()}"
+    if first_ms > LATEST_PLAUSIBLE_MS:
+        return DataError(
+            f"no event falls inside {window}: these timestamps look like milliseconds "
+            f"(read as Unix seconds they fall in the years {year(first_ms)} to {year(last_ms)})",
+            file=file,
+            hint="write the times as Unix seconds (divide them by 1000); for your own file "
+            "(dataset custom) pass -o time_unit=ms instead",
+        )
+    if last_ms < EARLIEST_PLAUSIBLE_MS:
+        return DataError(
+            f"no event falls inside {window}: these timestamps look like seconds read as "
+            f"milliseconds (they fall in {year(first_ms)} to {year(last_ms)})",
+            file=file,
+            hint="write the times as Unix milliseconds (multiply them by 1000), or for your "
+            "own file (dataset custom) pass -o time_unit=s",
+        )
+    return DataError(
+        f"no event falls inside {window}; the data runs from {when(first_ms)} to {when(last_ms)}",
+        option="--param window_start/window_end",
+        hint="set a window that overlaps the data, or leave both unset",
+    )
+
+
 @register_protocol
 class UserTime(Protocol):
     name = "user-time"
@@ -105,6 +149,7 @@ class UserTime(Protocol):
             )
         end_ms, test_ms, valid_ms = to_ms(end), to_ms(test_start), to_ms(valid_start)
         n = df.height
+        first_ms, last_ms = df["ts"].min(), df["ts"].max()
         inside = pl.col("ts") < end_ms
         if start is not None:
             inside = inside & (pl.col("ts") >= to_ms(start))
@@ -112,11 +157,9 @@ class UserTime(Protocol):
             df = df.filter(inside)
         count_drop(drops, "outside_window", n - df.height)
         if df.height == 0:
-            raise DataError(
-                f"no event falls inside the window {start} .. {end.isoformat()}",
-                option="--param window_start/window_end",
-                hint="set a window that overlaps the data, or leave both unset",
-            )
+            files = data.adapter.raw_files() if data.adapter is not None else []
+            file = files[0] if len(files) == 1 else None
+            raise outside_window_error(first_ms, last_ms, start, end, file)
         df = order_sequences(df)  # each user's events in time order, ties by file order
 
         # Per-row flags: repeats (against the row before, so once, before any item filter),
