@@ -74,15 +74,13 @@ class UserTimeParams(Params):
 
 
 MS_PER_YEAR = 365.2425 * 86400 * 1000
-# Beyond year 3000 the times were most likely milliseconds read as seconds; before 1980,
-# seconds read as milliseconds (both land far from any window on real data).
+# Events after the year 3000 were most likely Unix milliseconds read as seconds.
 LATEST_PLAUSIBLE_MS = (3000 - 1970) * MS_PER_YEAR
-EARLIEST_PLAUSIBLE_MS = (1980 - 1970) * MS_PER_YEAR
 
 
 def outside_window_error(first_ms: int, last_ms: int, start, end, file=None) -> DataError:
-    """No event in the window: say why when the times are in the wrong unit, else where
-    the data lies."""
+    """No event in the window: say so when the times are milliseconds read as seconds,
+    else where the data lies (a 1970 span shows seconds read as milliseconds)."""
 
     def year(ms: int) -> str:
         return f"{1970 + ms / MS_PER_YEAR:,.0f}"
@@ -101,14 +99,6 @@ def outside_window_error(first_ms: int, last_ms: int, start, end, file=None) -> 
             file=file,
             hint="write the times as Unix seconds (divide them by 1000); for your own file "
             "(dataset custom) pass -o time_unit=ms instead",
-        )
-    if last_ms < EARLIEST_PLAUSIBLE_MS:
-        return DataError(
-            f"no event falls inside {window}: these timestamps look like seconds read as "
-            f"milliseconds (they fall in {year(first_ms)} to {year(last_ms)})",
-            file=file,
-            hint="write the times as Unix milliseconds (multiply them by 1000), or for your "
-            "own file (dataset custom) pass -o time_unit=s",
         )
     return DataError(
         f"no event falls inside {window}; the data runs from {when(first_ms)} to {when(last_ms)}",
