@@ -171,34 +171,52 @@ def _per_target(group: list[dict]) -> tuple[np.ndarray | None, np.ndarray | None
     return np.mean(gains, axis=0), mask
 
 
-def bootstrap_means(values: np.ndarray, n: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """Means of n resamples with replacement. Drawing how often each distinct value is
-    drawn (one multinomial) has the same distribution as drawing indices, and costs
-    per distinct value, not per target: per-target NDCG@10 takes few values."""
-    values = np.asarray(values, dtype=np.float64)
-    size = len(values)
+def resample_means(values: np.ndarray, n: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """(n, rows): the mean of every row of `values` (rows x targets) over n resamples of
+    the targets with replacement, the same resamples for every row, so that differences
+    of rows are paired bootstraps. Each block's draw counts meet all rows in one matrix
+    product: a table costs one set of draws, not one per pair of rows."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    size = values.shape[1]
     rng = np.random.default_rng(seed)
-    distinct, counts = np.unique(values, return_counts=True)
-    if len(distinct) * 4 <= size:
-        return rng.multinomial(size, counts / size, size=n) @ distinct / size
-    means = np.empty(n)
-    step = max(1, 4_000_000 // size)  # bounded memory for the index blocks
+    means = np.empty((n, values.shape[0]))
+    step = max(1, 4_000_000 // size)  # bounded memory for the blocks of draws
     for start in range(0, n, step):
-        idx = rng.integers(0, size, size=(min(step, n - start), size))
-        means[start : start + len(idx)] = values[idx].mean(axis=1)
+        rows = min(step, n - start)
+        draws = rng.integers(0, size, size=(rows, size), dtype=np.int64)
+        draws += (np.arange(rows) * size)[:, None]  # one bincount counts every resample
+        counts = np.bincount(draws.ravel(), minlength=rows * size).reshape(rows, size)
+        means[start : start + rows] = counts.astype(np.float64) @ values.T / size
     return means
+
+
+def bootstrap_means(values: np.ndarray, n: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means of n resamples of one vector. When it takes few distinct values (per-target
+    NDCG@10 of one model does), how often each is drawn is one multinomial: the same
+    distribution as drawing targets, at a cost per distinct value, not per target."""
+    values = np.asarray(values, dtype=np.float64)
+    distinct, counts = np.unique(values, return_counts=True)
+    if len(distinct) * 4 > len(values):
+        return resample_means(values, n, seed)[:, 0]
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(len(values), counts / len(values), size=n) @ distinct / len(values)
+
+
+def _quantiles(resampled: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def mean_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of the mean of `values`."""
-    low, high = np.quantile(bootstrap_means(values, seed=seed), [0.025, 0.975])
-    return float(low), float(high)
+    return _quantiles(bootstrap_means(values, seed=seed))
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = RESAMPLES, seed: int = 0):
     """95% interval of mean(a - b) over paired targets, and whether it excludes 0."""
-    low, high = np.quantile(bootstrap_means(np.asarray(a) - np.asarray(b), n, seed), [0.025, 0.975])
-    return float(low), float(high), bool(low > 0 or high < 0)
+    means = resample_means(np.stack([a, b]), n, seed)
+    low, high = _quantiles(means[:, 0] - means[:, 1])
+    return low, high, bool(low > 0 or high < 0)
 
 
 def build_tables(
@@ -246,6 +264,7 @@ def build_tables(
             "synthetic": any(r["synthetic"] for m in per_model.values() for r in m),
             "rows": entries,
         }
+        _resample_rows(entries)
         _mark_significance(entries)
         _mark_floors(table)
         table.update(_table_facts(entries))
@@ -312,13 +331,28 @@ def _training(result: dict, epochs: list) -> str:
     )
 
 
+def _resample_rows(entries: list[dict]) -> None:
+    """Every row's NDCG@10 over one shared set of resamples of the test targets (rows
+    whose saved ranks cover other targets than the top row's get none)."""
+    for e in entries:
+        e["resampled"] = None
+    rows = [e for e in entries if e["gains"] is not None and len(e["gains"])]
+    if not rows:
+        return
+    shape = rows[0]["gains"].shape
+    rows = [e for e in rows if e["gains"].shape == shape]
+    means = resample_means(np.stack([e["gains"] for e in rows]))
+    for e, column in zip(rows, means.T, strict=True):
+        e["resampled"] = column
+
+
 def _difference(row: dict, other: dict) -> dict | None:
     """Paired interval of row − other on per-target NDCG@10, when both have the targets."""
-    a, b = row["gains"], other["gains"]
-    if a is None or b is None or a.shape != b.shape or len(a) == 0:
+    if row["resampled"] is None or other["resampled"] is None:
         return None
-    low, high, significant = paired_bootstrap(a, b)
-    return {"diff": float(np.mean(a - b)), "ci": [low, high], "significant": significant}
+    low, high = _quantiles(row["resampled"] - other["resampled"])
+    diff = float(np.mean(row["gains"] - other["gains"]))
+    return {"diff": diff, "ci": [low, high], "significant": bool(low > 0 or high < 0)}
 
 
 def _mark_significance(entries: list[dict]) -> None:
@@ -382,7 +416,7 @@ def _table_facts(rows: list[dict]) -> dict:
     facts = {"targets": targets, "repeat_share": share, "top_ci": None, "top_split_ci": {}}
     top = rows[0] if rows else None
     if top is not None and top["gains"] is not None and len(top["gains"]):
-        facts["top_ci"] = mean_interval(top["gains"])
+        facts["top_ci"] = _quantiles(top["resampled"])
         if _has_mask(top):
             for name, part in (("explore", ~top["repeat_mask"]), ("repeat", top["repeat_mask"])):
                 if part.any():

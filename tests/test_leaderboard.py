@@ -16,6 +16,7 @@ from bench.leaderboard import (
     build_tables,
     ndcg_from_reciprocal_ranks,
     paired_bootstrap,
+    resample_means,
     write_leaderboards,
 )
 from bench.results import ResultsStore
@@ -179,6 +180,17 @@ def test_counted_bootstrap_matches_resampling_indices():
     assert counted.mean() == pytest.approx(values.mean(), abs=1e-3)
     assert counted.std() == pytest.approx(direct.std(), rel=0.08)
     assert counted.std() == pytest.approx(values.std() / math.sqrt(len(values)), rel=0.08)
+
+
+def test_resamples_are_shared_by_every_row_of_a_table():
+    """One set of resamples for all rows: a row shifted by 0.1 is 0.1 above in every
+    resample (a paired comparison), and each row's spread is the bootstrap's."""
+    values = np.random.default_rng(4).random(3000)
+    means = resample_means(np.stack([values, values + 0.1]), n=2000, seed=5)
+    assert means.shape == (2000, 2)
+    assert means[:, 1] - means[:, 0] == pytest.approx(np.full(2000, 0.1))
+    assert means[:, 0].std() == pytest.approx(values.std() / math.sqrt(3000), rel=0.08)
+    assert means[:, 0].mean() == pytest.approx(values.mean(), abs=2e-3)
 
 
 def test_fitted_models_ignore_training_options_when_grouping_seeds(tmp_path):
