@@ -778,7 +778,9 @@ document.querySelectorAll('table.board').forEach(function (table) {
       th.dataset.asc = asc;
       rows.sort(function (a, b) {
         var x = a.cells[col].textContent, y = b.cells[col].textContent;
-        var nx = parseFloat(x.replace(/,/g, '')), ny = parseFloat(y.replace(/,/g, ''));
+        // thousands commas out, the typographic minus of the intervals read as '-'
+        var nx = parseFloat(x.replace(/,/g, '').replace(/\u2212/g, '-'));
+        var ny = parseFloat(y.replace(/,/g, '').replace(/\u2212/g, '-'));
         var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
         return asc ? cmp : -cmp;
       });
