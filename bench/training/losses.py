@@ -22,14 +22,100 @@ import torch.nn.functional as F
 SAMPLED_SOFTMAX_THRESHOLD = 200_000
 
 
-class FullSoftmax:
-    """Cross-entropy over every item; the padding row 0 is never a class."""
+# Rows of logits a full-softmax chunk holds: (rows x n_items) floats, 4M = 16 MB.
+FULL_SOFTMAX_CHUNK_ELEMENTS = 1 << 22
 
-    def __init__(self, table_fn) -> None:
+
+class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ table.T` (column 0 masked) without an (N, V) tensor.
+
+    The plain form allocates several (N, V) float buffers a step (logits, log-softmax,
+    its gradient): ~200 MB each at 39k items, above glibc's mmap threshold, so every
+    step maps them afresh and pays a page fault per 4 KB (half the CPU of a gru4rec
+    epoch on diginetica-dynamicrec). Here the logits of `buffer.size(0)` rows at a
+    time go into one reused buffer, and the gradient is finished in the same pass
+    (softmax minus one-hot, times the rows and the table), so backward only scales
+    the (N, d) and (V, d) gradients it kept: the same three matmuls as the plain form.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, table, targets, buffer):
+        n = hidden.size(0)
+        need_hidden, need_table = ctx.needs_input_grad[:2]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_table = torch.zeros_like(table) if need_table else None
+        total = torch.zeros((), dtype=torch.float64)
+        for lo in range(0, n, buffer.size(0)):
+            h, t = hidden[lo : lo + buffer.size(0)], targets[lo : lo + buffer.size(0), None]
+            probs = buffer[: h.size(0)]
+            torch.mm(h, table.T, out=probs)
+            probs[:, 0] = torch.finfo(probs.dtype).min
+            picked = probs.gather(1, t)
+            top = probs.amax(1, keepdim=True)
+            probs.sub_(top).exp_()
+            norm = probs.sum(1, keepdim=True)
+            total += (norm.log() + top - picked).sum().double()
+            if grad_hidden is None and grad_table is None:
+                continue
+            probs.div_(norm)
+            probs.scatter_add_(1, t, torch.full_like(picked, -1.0))
+            if grad_hidden is not None:
+                torch.mm(probs, table, out=grad_hidden[lo : lo + h.size(0)])
+            if grad_table is not None:
+                grad_table.addmm_(probs.T, h)
+        for grad in (grad_hidden, grad_table):
+            if grad is not None:
+                grad.div_(max(n, 1))
+        ctx.save_for_backward(grad_hidden, grad_table)
+        return (total / max(n, 1)).to(hidden.dtype) if n else hidden.new_tensor(float("nan"))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_table = ctx.saved_tensors
+        return (
+            None if grad_hidden is None else grad_hidden * grad_output,
+            None if grad_table is None else grad_table * grad_output,
+            None,
+            None,
+        )
+
+
+class FullSoftmax:
+    """Cross-entropy over every item; the padding row 0 is never a class.
+
+    On the CPU in float32 it runs in chunks of rows through one buffer kept between
+    steps (`_ChunkedSoftmaxCrossEntropy`; `chunk_elements` floats, 0 = the plain
+    form); elsewhere (CUDA, autocast) it is the plain `F.cross_entropy`, whose
+    caching allocator already reuses its memory.
+    """
+
+    def __init__(self, table_fn, chunk_elements: int = FULL_SOFTMAX_CHUNK_ELEMENTS) -> None:
         self.table_fn = table_fn
+        self.chunk_elements = chunk_elements
+        self._buffer: torch.Tensor | None = None
+
+    def _chunked(self, hidden: torch.Tensor, table: torch.Tensor) -> bool:
+        return (
+            self.chunk_elements > 0
+            and hidden.device.type == "cpu"
+            and hidden.dtype == table.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    def _rows(self, n: int, n_classes: int, like: torch.Tensor) -> torch.Tensor:
+        """The reused logits buffer, grown (never shrunk) to min(n, chunk) rows."""
+        rows = max(1, min(n, self.chunk_elements // n_classes))
+        buffer = self._buffer
+        if buffer is None or buffer.size(0) < rows or buffer.size(1) != n_classes:
+            buffer = self._buffer = like.new_empty(rows, n_classes)
+        return buffer
 
     def __call__(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = hidden @ self.table_fn().T
+        table = self.table_fn()
+        if self._chunked(hidden, table):
+            buffer = self._rows(hidden.size(0), table.size(0), hidden)
+            return _ChunkedSoftmaxCrossEntropy.apply(hidden, table, targets, buffer)
+        logits = hidden @ table.T
         logits[:, 0] = torch.finfo(logits.dtype).min
         return F.cross_entropy(logits.float(), targets)
 
