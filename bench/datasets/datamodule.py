@@ -128,6 +128,10 @@ class ExampleSet(Dataset):
     def __len__(self) -> int:
         return self.pos.numel()
 
+    def lengths(self) -> torch.Tensor:
+        """History length of every example (what its batch is padded to)."""
+        return torch.clamp(self.pos - self.start, max=self.max_len)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
@@ -188,6 +192,10 @@ class WindowSet(Dataset):
     def __len__(self) -> int:
         return self.lo.numel()
 
+    def lengths(self) -> torch.Tensor:
+        """Input length of every window (what its batch is padded to)."""
+        return self.end - self.lo
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
@@ -216,6 +224,52 @@ class _ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class LengthBucketSampler(DistributedSampler):
+    """Training order with examples of similar length in the same batch.
+
+    A batch is padded to its longest member, and on session data most histories are
+    short (diginetica-dynamicrec's median session has 7 events), so random batches pay
+    mostly for padding. This takes DistributedSampler's shuffled shard for (seed, epoch,
+    rank), cuts it into mega-chunks of `chunk_batches` batches, sorts each mega-chunk by
+    length (stably), cuts it into batches of `batch_size` and shuffles the order of the
+    full batches with the same seeded generator; the one short batch, if any, stays last
+    so that the DataLoader's consecutive `batch_size` slices are exactly these batches.
+    Every example of the shard still comes once per epoch, and the order is random per
+    epoch and the same for the same (seed, epoch).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        lengths: torch.Tensor,
+        batch_size: int,
+        *,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        chunk_batches: int = 50,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.chunk_batches = chunk_batches
+
+    def __iter__(self):
+        shard = torch.as_tensor(list(super().__iter__()), dtype=torch.long)
+        if shard.numel() == 0:
+            return iter([])
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        torch.randperm(len(self.dataset), generator=generator)  # the stream the shard used
+        ordered = [
+            part[torch.sort(self.lengths[part], stable=True).indices]
+            for part in torch.split(shard, self.batch_size * self.chunk_batches)
+        ]
+        batches = list(torch.split(torch.cat(ordered), self.batch_size))
+        short = [batches.pop()] if batches[-1].numel() < self.batch_size else []
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        return iter(torch.cat([batches[i] for i in order] + short).tolist())
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -413,13 +467,19 @@ class SequenceDataModule(L.LightningDataModule):
         return self._splits["train_windows"]
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by (seed, epoch): Lightning calls the sampler's set_epoch each epoch,
-        so a run resumed at epoch k sees the same order as an uninterrupted one; under
-        several processes each rank takes its shard of that permutation."""
+        """Shuffled by (seed, epoch) into batches of similar length (LengthBucketSampler):
+        Lightning calls the sampler's set_epoch each epoch, so a run resumed at epoch k
+        sees the same order as an uninterrupted one; under several processes each rank
+        takes its shard of the permutation."""
         dataset = self.train_windows() if self.training == "sequences" else self.dataset("train")
         world, rank = self._world()
-        sampler = DistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        sampler = LengthBucketSampler(
+            dataset,
+            dataset.lengths(),
+            self.batch_size,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
         )
         return self._loader(dataset, self.batch_size, sampler)
 
