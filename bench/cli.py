@@ -552,6 +552,9 @@ def _sweep_common(
     heartbeat,
     options=None,
     wandb=True,
+    cpu_seconds=None,
+    pruner=None,
+    patience=None,
 ) -> dict:
     from bench.training.config import RUN_KEYS, load_config_file
 
@@ -578,6 +581,10 @@ def _sweep_common(
         "results": results,
         "run": run,
         "heartbeat": heartbeat,
+        "cpu_seconds": cpu_seconds,
+        "pruner": (pruner or PrunerName.median).value,
+        "patience": patience,
+        "progress": True,  # a line per finished trial, or a bar on a terminal
     }
 
 
@@ -598,6 +605,36 @@ Heartbeat = Annotated[
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads per worker.")]
 SweepWandb = Annotated[
     bool, typer.Option("--wandb/--no-wandb", help="Track trials with W&B (offline by default).")
+]
+
+
+class PrunerName(StrEnum):
+    median = "median"
+    hyperband = "hyperband"
+    none = "none"
+
+
+CpuSeconds = Annotated[
+    float | None,
+    typer.Option(
+        "--cpu-seconds",
+        min=0.001,
+        help="CPU-seconds budget (per model): no new trial starts once finished trials "
+        "used this much process CPU time; the search ends on --trials or this, "
+        "whichever comes first.",
+    ),
+]
+PrunerOpt = Annotated[
+    PrunerName,
+    typer.Option("--pruner", help="Stop weak trials early on validation NDCG@10 after each epoch."),
+]
+PatienceTrials = Annotated[
+    int | None,
+    typer.Option(
+        "--patience-trials",
+        min=1,
+        help="Converged: stop after this many finished trials in a row without a new best.",
+    ),
 ]
 
 
@@ -631,6 +668,9 @@ def sweep_cmd(
     heartbeat: Heartbeat = 60,
     options: AdapterOptions = None,
     wandb: SweepWandb = True,
+    cpu_seconds: CpuSeconds = None,
+    pruner: PrunerOpt = PrunerName.median,
+    patience: PatienceTrials = None,
 ) -> None:
     """Tune a model with Optuna (TPE, pruning), then train the best with several seeds."""
     from bench.sweep import SweepOptions, sweep
@@ -656,6 +696,9 @@ def sweep_cmd(
         heartbeat,
         options,
         wandb,
+        cpu_seconds=cpu_seconds,
+        pruner=pruner,
+        patience=patience,
     )
     outcome = sweep(
         SweepOptions(
@@ -670,10 +713,12 @@ def sweep_cmd(
             **common,
         )
     )
+    budget = outcome["budget"]
     Console().print(
         f"study [bold]{escape(outcome['study'])}[/]: best trial {outcome['best_trial']} "
         f"(valid {outcome['best_value']:.4f}) with {escape(str(outcome['best_params']))}; "
-        f"budget {outcome['budget']['trials']} trials, {outcome['budget']['seconds']:.0f} s"
+        f"budget {budget['trials']} trials, {budget['seconds']:.0f} s, "
+        f"{budget['cpu_seconds']:.0f} CPU s, stopped by {budget['stopped_by']}"
     )
     for result in outcome["finals"]:
         _print_metrics(f"seed {result['seed']}", result["metrics"])
@@ -681,7 +726,8 @@ def sweep_cmd(
 
 @app.command(
     "automl",
-    epilog="Example: [bold]bench automl --dataset ml-100k --models gru4rec,sasrec,sknn --trials 20[/]",
+    epilog="Example: [bold]bench automl --dataset ml-100k --models gru4rec,sasrec,sknn --trials 20 "
+    "--cpu-seconds 3600[/]",
 )
 def automl_cmd(
     dataset: Dataset,
@@ -704,6 +750,9 @@ def automl_cmd(
     heartbeat: Heartbeat = 60,
     options: AdapterOptions = None,
     wandb: SweepWandb = True,
+    cpu_seconds: CpuSeconds = None,
+    pruner: PrunerOpt = PrunerName.median,
+    patience: PatienceTrials = None,
 ) -> None:
     """The same tuning budget for every model, then the leaderboard of the data set."""
     from bench.sweep import automl
@@ -721,6 +770,9 @@ def automl_cmd(
         heartbeat,
         options,
         wandb,
+        cpu_seconds=cpu_seconds,
+        pruner=pruner,
+        patience=patience,
     )
     outcome = automl(
         dataset,

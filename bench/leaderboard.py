@@ -6,7 +6,8 @@ test targets it rests on, the data's repeat share, and the 95% interval of its t
 NDCG@10; each row, the paired-bootstrap interval of its NDCG@10 minus the top row's and
 whether it beats the floor models (pop, repeat, sr) with significance. Markdown and CSV
 (numbers in numeric columns) per table, a summary.md, and one static HTML page with
-sortable tables and an accuracy-versus-training-cost plot (inline SVG, no CDN).
+sortable tables, an accuracy-versus-training-cost plot and, for tuned models, budget
+curves (best validation NDCG@10 against CPU seconds of tuning), as inline SVG, no CDN.
 """
 
 from __future__ import annotations
@@ -263,6 +264,7 @@ def build_tables(
             "data_fingerprint": fingerprint,
             "synthetic": any(r["synthetic"] for m in per_model.values() for r in m),
             "rows": entries,
+            "curves": budget_curves(per_model, monitor),
         }
         _resample_rows(entries)
         _mark_significance(entries)
@@ -270,6 +272,34 @@ def build_tables(
         table.update(_table_facts(entries))
         tables.append(table)
     return tables
+
+
+def budget_curves(per_model: dict[str, list[dict]], monitor: str = PRIMARY) -> dict:
+    """Per tuned model, (CPU seconds spent, best validation score so far) after each of its
+    trials, from the trial rows of its latest study (the one its final runs came from):
+    what the equal budget bought each model, and whether more would have helped."""
+    curves = {}
+    for model, rows in sorted(per_model.items()):
+        trials = [
+            r for r in rows if r["kind"] == "trial" and r["result"].get("cpu_seconds") is not None
+        ]
+        if not trials:
+            continue  # untuned, or tuned before trials recorded their CPU time
+        finals = [r for r in rows if r["kind"] == "final"]
+        study = max(finals or trials, key=lambda r: r["created_at"])["study"]
+        spent, x, best, points = 0.0, 0.0, -math.inf, []
+        for r in sorted(trials, key=lambda r: r["created_at"]):
+            if r["study"] != study:
+                continue
+            result = r["result"]
+            spent += result["cpu_seconds"]
+            # the study's spend, pruned trials (which write no row) included, when recorded
+            x = max(x, result.get("study_cpu_seconds") or spent)
+            best = max(best, result["metrics"]["valid"].get(monitor, -math.inf))
+            points.append((x, best))
+        if points:
+            curves[model] = points
+    return curves
 
 
 def _summarise(model: str, group: list[dict]) -> dict:
@@ -483,18 +513,34 @@ COLUMNS = [
 ]
 
 
+STOP_TEXT = {
+    "trials": "trials",
+    "cpu_seconds": "CPU seconds",
+    "converged": "convergence",
+    "timeout": "timeout",
+}
+
+
+def _budget_cell(budget: dict) -> str:
+    """What tuning cost: trials, wall and CPU seconds, and what ended the search (rows
+    tuned before CPU time was recorded show what they have)."""
+    if not budget.get("trials"):
+        return f"untuned, {budget.get('seconds', 0):.0f} s"
+    text = f"{budget['trials']} trials, {budget.get('seconds', 0):.0f} s"
+    if budget.get("cpu_seconds") is not None:
+        text += f", {budget['cpu_seconds']:.0f} CPU s"
+    if budget.get("stopped_by"):
+        text += f", stopped by {STOP_TEXT.get(budget['stopped_by'], budget['stopped_by'])}"
+    return text
+
+
 def _row_values(e: dict) -> list[str]:
-    budget = e["budget"]
     hw = e["hardware"]
     return [
         e["model"],
         *[_cell(e, m) for m in (*METRICS, *EXPLORE_METRICS)],
         f"{e['seconds_per_epoch']:.2f}",
-        (
-            f"{budget['trials']} trials, {budget.get('seconds', 0):.0f} s"
-            if budget.get("trials")
-            else f"untuned, {budget.get('seconds', 0):.0f} s"
-        ),
+        _budget_cell(e["budget"]),
         e["training"],
         f"{e['parameters']:,}",
         ",".join(map(str, e["seeds"])),
@@ -542,6 +588,8 @@ def _csv_header() -> list[str]:
         "train_seconds",
         "budget_trials",
         "budget_seconds",
+        "budget_cpu_seconds",
+        "budget_stopped_by",
         "training",
         "parameters",
         "seeds",
@@ -584,6 +632,8 @@ def _csv_row(t: dict, position: int, e: dict) -> list:
         e["train_seconds"],
         e["budget"].get("trials", 0),
         e["budget"].get("seconds", 0),
+        _number(e["budget"].get("cpu_seconds")),
+        e["budget"].get("stopped_by") or "",
         e["training"],
         e["parameters"],
         ",".join(map(str, e["seeds"])),
@@ -768,6 +818,67 @@ def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
     return "\n".join(parts)
 
 
+CURVE_COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16")
+
+
+def _svg_curves(t: dict, width: int = 560, height: int = 320) -> str:
+    """Best validation NDCG@10 so far against CPU seconds of tuning (log scale), one
+    stepped line per tuned model, in the style of the accuracy-versus-cost plot."""
+    curves = t.get("curves") or {}
+    if not curves:
+        return ""
+    pad = 50
+    xs = [math.log10(max(x, 1e-3)) for pts in curves.values() for x, _ in pts]
+    ys = [y for pts in curves.values() for _, y in pts]
+    x0, x1 = min(xs) - 0.2, max(xs) + 0.2
+    y0, y1 = 0.0, max(ys) * 1.15 or 1.0
+
+    def sx(x):
+        return pad + (math.log10(max(x, 1e-3)) - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def sy(y):
+        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+
+    parts = [
+        f'<svg class="plot curves" width="{width}" height="{height}" role="img" '
+        f'aria-label="best validation NDCG@10 versus CPU seconds of tuning">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
+        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">CPU seconds of tuning (log)</text>',
+        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">best valid NDCG@10</text>',
+    ]
+    for i, (name, pts) in enumerate(sorted(curves.items())):
+        colour = "#a0aec0" if name in FLOORS else CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        steps = [pts[0]]
+        for (_, prev), (x, y) in zip(pts, pts[1:], strict=False):
+            steps += [(x, prev), (x, y)]  # the best so far holds until a trial beats it
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in steps)
+        last_x, last_y = pts[-1]
+        label = html.escape(name)
+        parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2">'
+            f"<title>{label}: best {last_y:.4f} after {len(pts)} trials, "
+            f"{last_x:.0f} CPU s</title></polyline>"
+        )
+        parts.append(
+            f'<circle cx="{sx(last_x):.1f}" cy="{sy(last_y):.1f}" r="4" fill="{colour}"/>'
+            f'<text x="{sx(last_x) + 6:.1f}" y="{sy(last_y) - 6:.1f}" font-size="12">{label}</text>'
+        )
+    for tick in sorted({round(x0 + 0.2, 2), round(x1 - 0.2, 2)}):
+        parts.append(
+            f'<text x="{sx(10**tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
+            f'font-size="11">{10**tick:.3g} s</text>'
+        )
+    for frac in (0, 0.5, 1):
+        yv = y0 + frac * (y1 - y0)
+        parts.append(
+            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.3f}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 _SORT_JS = """
 document.querySelectorAll('table.board').forEach(function (table) {
   table.querySelectorAll('th').forEach(function (th, col) {
@@ -808,7 +919,7 @@ def render_html(tables: list[dict]) -> str:
         sections.append(
             f"<section><h2>{html.escape(_title(t))}</h2>"
             f'<p class="facts">{html.escape(_facts_line(t))}</p>'
-            f'<p class="floors">{html.escape(_floor_line(t))}</p>{_svg_plot(t)}'
+            f'<p class="floors">{html.escape(_floor_line(t))}</p>{_svg_plot(t)}{_svg_curves(t)}'
             f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
         )
     return f"""<!doctype html>

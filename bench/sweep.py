@@ -3,19 +3,24 @@
 One study per (model, data set, protocol, target). Workers — processes on this machine,
 one per GPU, or `bench sweep` commands elsewhere — share it through one storage URL.
 Heartbeats mark the trial of a killed worker as stale and a copy of it is queued again,
-so a study always ends with the requested number of finished (complete or pruned) trials.
+so a study ends with the requested number of finished (complete or pruned) trials, or
+earlier when its CPU-seconds budget is spent or the search has converged. Every trial draws
+from its own seed, so neither parallel workers nor a continued sweep repeat one another.
 After the search the best configuration is trained and tested with several seeds; those
-runs are the study's result in the results store.
+runs are the study's result in the results store, each with the budget that produced it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +37,14 @@ from bench.training.config import RunConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_STORAGE = "runs/optuna.db"
+PRUNERS = ("median", "hyperband", "none")
+# why a search stopped, as recorded in every final row's budget
+STOP_TRIALS, STOP_CPU, STOP_CONVERGED, STOP_TIMEOUT = (
+    "trials",
+    "cpu_seconds",
+    "converged",
+    "timeout",
+)
 
 
 @dataclass
@@ -50,6 +63,10 @@ class SweepOptions:
     results: str | None = None
     heartbeat: int = 60  # seconds; a trial silent for 2x this is stale and re-queued
     run: dict = field(default_factory=dict)  # RunConfig settings shared by every trial
+    cpu_seconds: float | None = None  # no new trial once finished trials used this much CPU
+    patience: int | None = None  # converged after this many finished trials without a new best
+    pruner: str = "median"
+    progress: bool = False  # report finished trials on stdout (a bar on a terminal)
 
 
 class SurplusTrial(Exception):
@@ -124,6 +141,81 @@ def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
         ) from None
 
 
+def trial_seed(study_name: str, number: int) -> int:
+    """The sampler seed of one trial: a stable hash of the study name and trial number."""
+    digest = hashlib.sha256(f"{study_name}\0{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE with a fresh seed for every trial, from (study name, trial number).
+
+    The storage hands out trial numbers atomically, so no two trials draw from one seed:
+    not two workers started together (even on different machines, where a worker index
+    would repeat), nor a sweep continued after a kill (one seed per process re-proposed
+    trial 0's parameters). A one-worker sweep still proposes the same trials when re-run.
+    """
+
+    def __init__(self, study_name: str, n_startup_trials: int = 5) -> None:
+        self.study_name = study_name
+        self.n_startup_trials = n_startup_trials
+        self._tpe = self._make(0)
+
+    def _make(self, seed: int) -> optuna.samplers.TPESampler:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe = self._make(trial_seed(self.study_name, trial.number))
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner that stops trials on per-epoch validation scores (neural models only)."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(
+        f"unknown pruner {name!r}", option="--pruner", hint=f"use one of {', '.join(PRUNERS)}"
+    )
+
+
+def check_budget(opts: SweepOptions) -> None:
+    """Budget options a user can get wrong, refused before anything runs."""
+    if opts.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, not {opts.trials}", option="--trials")
+    if opts.cpu_seconds is not None and not opts.cpu_seconds > 0:
+        raise ConfigError(
+            f"--cpu-seconds must be positive, not {opts.cpu_seconds}",
+            option="--cpu-seconds",
+            hint="leave it out to stop on --trials alone",
+        )
+    if opts.patience is not None and opts.patience < 1:
+        raise ConfigError(
+            f"--patience-trials must be at least 1, not {opts.patience}",
+            option="--patience-trials",
+            hint="leave it out to never stop on convergence",
+        )
+    make_pruner(opts.pruner)
+
+
 def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
     """Create or continue the study; refuse one that was made for something else."""
     protocol = resolve_protocol(opts)
@@ -134,8 +226,8 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
         storage=storage or open_storage(opts),
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        sampler=TrialSeededTPE(name, n_startup_trials=5),
+        pruner=make_pruner(opts.pruner),
     )
     want = {
         "model": opts.model,
@@ -214,13 +306,6 @@ def prepare_data(opts: SweepOptions) -> SweepOptions:
     return replace(opts, protocol=read_meta(path)["protocol"])
 
 
-def _counts(study: optuna.Study) -> dict[TrialState, int]:
-    counts = dict.fromkeys(TrialState, 0)
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state] += 1
-    return counts
-
-
 def _run_config(opts: SweepOptions, **extra) -> RunConfig:
     settings = {
         "model": opts.model,
@@ -247,6 +332,55 @@ def pruning_callback(trial: optuna.Trial, monitor: str):
     return FitPruning(trial, monitor=monitor)
 
 
+def cpu_clock() -> float:
+    """CPU seconds used so far by this process and its reaped children (data loaders)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def cpu_spent(trials) -> float:
+    """CPU seconds recorded on the given trials (a killed worker's trial recorded none)."""
+    return float(sum(t.user_attrs.get("cpu_seconds") or 0.0 for t in trials))
+
+
+def _converged(finished: list, patience: int | None) -> bool:
+    """`patience` finished trials in a row, in the order they finished, without a new best."""
+    if not patience:
+        return False
+    best, since = None, 0
+    for t in sorted(finished, key=lambda t: (t.datetime_complete or t.datetime_start, t.number)):
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
+            best, since = t.value, 0
+        else:
+            since += 1
+    return best is not None and since >= patience
+
+
+def stop_reason(trials: list, opts: SweepOptions) -> str | None:
+    """Why the study should start no new trial, or None while budget is left."""
+    finished = [t for t in trials if t.state in FINISHED]
+    if len(finished) >= opts.trials:
+        return STOP_TRIALS
+    if opts.cpu_seconds is not None and cpu_spent(finished) >= opts.cpu_seconds:
+        return STOP_CPU
+    if _converged(finished, opts.patience):
+        return STOP_CONVERGED
+    return None
+
+
+def _surplus(trial: optuna.Trial, opts: SweepOptions) -> str | None:
+    """Why a trial that has just started must not run: the trial slots are held by
+    earlier trials (finished or running elsewhere), or the budget ended meanwhile."""
+    trials = trial.study.get_trials(deepcopy=False)
+    earlier = [
+        t for t in trials if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING)
+    ]
+    if len(earlier) >= opts.trials:
+        return f"trial {trial.number} started after {opts.trials} trials"
+    reason = stop_reason(trials, opts)
+    return f"trial {trial.number} started after the study stopped by {reason}" if reason else None
+
+
 def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     from bench.training.run import execute
 
@@ -255,30 +389,41 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     runs_dir = str(Path(opts.run.get("runs_dir", "runs")) / "sweeps" / study_name)
 
     def objective(trial: optuna.Trial) -> float:
-        earlier = [
-            t
-            for t in trial.study.get_trials(deepcopy=False)
-            if t.number < trial.number and t.state in (*FINISHED, TrialState.RUNNING)
-        ]
-        if len(earlier) >= opts.trials:
+        seed = trial_seed(study_name, trial.number)  # the seed TrialSeededTPE drew with
+        trial.set_user_attr("sampler_seed", seed)
+        surplus = _surplus(trial, opts)
+        if surplus:
             trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number} started after {opts.trials} trials")
+            raise SurplusTrial(surplus)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        params = model_cls.search_space(trial)
-        extra = {}
-        if model_cls.neural:
-            extra["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-        callbacks = [pruning_callback(trial, f"val/{monitor}")] if model_cls.neural else []
-        config = _run_config(
-            opts,
-            params=params,
-            run_id=f"trial-{trial.number}",
-            runs_dir=runs_dir,
-            wandb_group=study_name,
-            **extra,
+        started = cpu_clock()
+        try:  # a pruned or failed trial spent CPU too: it is recorded either way
+            params = model_cls.search_space(trial)
+            extra = {}
+            if model_cls.neural:
+                extra["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+            callbacks = [pruning_callback(trial, f"val/{monitor}")] if model_cls.neural else []
+            config = _run_config(
+                opts,
+                params=params,
+                run_id=f"trial-{trial.number}",
+                runs_dir=runs_dir,
+                wandb_group=study_name,
+                **extra,
+            )
+            result = execute(config, progress=False, callbacks=callbacks)
+        finally:
+            spent = cpu_clock() - started
+            trial.set_user_attr("cpu_seconds", spent)
+        finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+        result.update(
+            study=study_name,
+            sampler_seed=seed,
+            cpu_seconds=spent,
+            # the study's spend when this trial ended, pruned trials included: the
+            # x of the leaderboard's budget curve (pruned trials write no row)
+            study_cpu_seconds=cpu_spent(finished) + spent,
         )
-        result = execute(config, progress=False, callbacks=callbacks)
-        result["study"] = study_name
         store.add(result, kind="trial", study=study_name, trial=trial.number)
         trial.set_user_attr("run_dir", result["run_dir"])
         return result["metrics"]["valid"][monitor]
@@ -286,25 +431,149 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     return objective
 
 
-def run_worker(opts: SweepOptions) -> None:
-    """Take trials from the study until it has `opts.trials` finished ones."""
+class BudgetCallback:
+    """Stops this worker's optimize loop once the CPU budget is spent or the search has
+    converged (Optuna's MaxTrialsCallback stops it on the trial count), and after a
+    surplus trial, so the worker waits for the trials others still run instead of
+    starting more surplus ones."""
+
+    def __init__(self, opts: SweepOptions) -> None:
+        self.opts = opts
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        if trial.user_attrs.get("surplus") or stop_reason(
+            study.get_trials(deepcopy=False), self.opts
+        ):
+            study.stop()
+
+
+def run_worker(opts: SweepOptions) -> str:
+    """Take trials from the study until its budget ends; returns why it ended."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(opts)
     store = ResultsStore(results_url(opts))
     objective = make_objective(opts, study.study_name, store)
+    callbacks = [
+        optuna.study.MaxTrialsCallback(opts.trials, states=FINISHED),
+        BudgetCallback(opts),
+    ]
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
-    while deadline is None or time.monotonic() < deadline:
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return STOP_TIMEOUT
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # FAIL and re-queue a dead worker's trial
-        counts = _counts(study)
-        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-        if done >= opts.trials:
-            return
-        if done + counts[TrialState.RUNNING] >= opts.trials and not counts[TrialState.WAITING]:
+        trials = study.get_trials(deepcopy=False)
+        reason = stop_reason(trials, opts)
+        if reason:
+            return reason
+        states = [t.state for t in trials]
+        taken = sum(s in (*FINISHED, TrialState.RUNNING) for s in states)
+        if taken >= opts.trials and TrialState.WAITING not in states:
             time.sleep(min(5, opts.heartbeat / 2))  # others are finishing; retry if they die
             continue
-        study.optimize(objective, n_trials=1, catch=(SurplusTrial,))
+        study.optimize(objective, timeout=left, catch=(SurplusTrial,), callbacks=callbacks)
+
+
+def _value_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_line(t, best, monitor: str) -> str:
+    """One finished trial as a line: its score, the best so far, time and parameters."""
+    params = ", ".join(f"{k}={_value_text(v)}" for k, v in t.params.items()) or "none"
+    seconds = t.duration.total_seconds() if t.duration else 0.0
+    if t.state == TrialState.COMPLETE:
+        head = f"trial {t.number} done: {monitor} {t.value:.4f}"
+    else:
+        steps = t.intermediate_values
+        last = steps[max(steps)] if steps else float("nan")
+        head = f"trial {t.number} pruned after {len(steps)} epochs: {monitor} {last:.4f}"
+    best_text = f"best {best.value:.4f}, trial {best.number}" if best else "no complete trial yet"
+    cpu = t.user_attrs.get("cpu_seconds")
+    cpu_text = f", {cpu:.0f} CPU s" if cpu is not None else ""
+    return f"{head} ({best_text}) in {seconds:.0f} s{cpu_text}; params {params}"
+
+
+class SweepProgress:
+    """Reports trials as they finish, read from the study storage, so the trials of every
+    worker process (and of workers on other machines) are seen: one plain line per trial
+    when stdout is piped, a rich bar of the budget (trials, CPU seconds) on a terminal."""
+
+    def __init__(self, study: optuna.Study, opts: SweepOptions, poll: float = 1.0) -> None:
+        self.study, self.opts, self.poll = study, opts, poll
+        self.monitor = opts.run.get("monitor", "ndcg@10")
+        before = study.get_trials(deepcopy=False, states=FINISHED)
+        self.seen = {t.number for t in before}
+        self.best = self._better(None, before)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._bar = None
+
+    def _better(self, best, trials):
+        for t in trials:
+            if t.state == TrialState.COMPLETE and (best is None or t.value > best.value):
+                best = t
+        return best
+
+    def __enter__(self) -> SweepProgress:
+        budget = f"{self.opts.trials} trials"
+        if self.opts.cpu_seconds:
+            budget += f" or {self.opts.cpu_seconds:g} CPU s"
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                TimeElapsedColumn(),
+            )
+            self._tasks = {"trials": self._bar.add_task("trials", total=self.opts.trials)}
+            if self.opts.cpu_seconds:
+                self._tasks["cpu"] = self._bar.add_task("CPU s", total=self.opts.cpu_seconds)
+            self._bar.start()
+            self._print(f"sweep {self.study.study_name}: {budget}, pruner {self.opts.pruner}")
+        else:
+            print(f"sweep {self.study.study_name}: {budget}, pruner {self.opts.pruner}", flush=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.update()  # the trials that ended after the last poll
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _print(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.update()
+            except Exception:  # a busy database now is read again at the next poll
+                continue
+
+    def update(self) -> None:
+        finished = self.study.get_trials(deepcopy=False, states=FINISHED)
+        new = [t for t in finished if t.number not in self.seen]
+        for t in sorted(new, key=lambda t: (t.datetime_complete, t.number)):
+            self.seen.add(t.number)
+            self.best = self._better(self.best, [t])
+            self._print(trial_line(t, self.best, self.monitor))
+        if self._bar is not None:
+            self._bar.update(self._tasks["trials"], completed=len(finished))
+            if "cpu" in self._tasks:
+                self._bar.update(self._tasks["cpu"], completed=cpu_spent(finished))
 
 
 def _worker_command(opts: SweepOptions) -> list[str]:
@@ -322,7 +591,9 @@ def start_workers(opts: SweepOptions) -> None:
     if len(slots) == 1 and not opts.gpus:
         run_worker(opts)
         return
-    worker_opts = SweepOptions(**{**asdict(opts), "run": run, "workers": 1, "gpus": None})
+    worker_opts = SweepOptions(
+        **{**asdict(opts), "run": run, "workers": 1, "gpus": None, "progress": False}
+    )
     procs = [
         subprocess.Popen(_worker_command(worker_opts), env={**os.environ, **env}) for env in slots
     ]
@@ -335,7 +606,17 @@ def trials_table(study: optuna.Study) -> tuple[list[str], list[list]]:
     """Every trial of the study as rows (number, state, value, seconds, worker, params)."""
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
-    columns = ["trial", "state", "value", "seconds", "worker", "retry_of", *names]
+    columns = [
+        "trial",
+        "state",
+        "value",
+        "seconds",
+        "worker",
+        "retry_of",
+        "cpu_seconds",
+        "sampler_seed",
+        *names,
+    ]
     rows = [
         [
             t.number,
@@ -344,6 +625,8 @@ def trials_table(study: optuna.Study) -> tuple[list[str], list[list]]:
             t.duration.total_seconds() if t.duration else None,
             t.user_attrs.get("worker"),
             t.system_attrs.get("failed_trial"),
+            t.user_attrs.get("cpu_seconds"),
+            t.user_attrs.get("sampler_seed"),
             *(t.params.get(k) for k in names),
         ]
         for t in trials
@@ -359,14 +642,19 @@ def sweep(opts: SweepOptions) -> dict:
     if opts.study:
         check_name(opts.study, "--study")
     check_search_space(opts.model)
+    check_budget(opts)
     storage = open_storage(opts)
     store = ResultsStore(results_url(opts))
     study = open_study(opts, storage)  # a study made for another sweep is refused here
     opts = prepare_data(opts)  # built once, not by every worker at the same time
     started = time.perf_counter()
-    start_workers(opts)
-    counts = _counts(study)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]
+    if opts.progress:
+        with SweepProgress(study, opts):
+            start_workers(opts)
+    else:
+        start_workers(opts)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in FINISHED]
     completed = [t for t in finished if t.state == TrialState.COMPLETE]
     if not completed:
         raise BenchError(
@@ -377,7 +665,13 @@ def sweep(opts: SweepOptions) -> dict:
     budget = {
         "trials": len(finished),
         "requested_trials": opts.trials,
-        "pruned": counts[TrialState.PRUNED],
+        "pruned": len(finished) - len(completed),
+        "cpu_seconds": cpu_spent(finished),
+        "requested_cpu_seconds": opts.cpu_seconds,
+        # workers end on the budget, or on --timeout with budget left
+        "stopped_by": stop_reason(trials, opts) or STOP_TIMEOUT,
+        "pruner": opts.pruner,
+        "patience": opts.patience,
         "seconds": sum((t.duration.total_seconds() if t.duration else 0) for t in finished),
         "search_wall_seconds": time.perf_counter() - started,
     }

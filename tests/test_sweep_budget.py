@@ -1,0 +1,98 @@
+"""The budget a leaderboard row was tuned with: the budget column names the CPU seconds
+spent and what stopped the search, and the page draws each tuned model's budget curve
+(best validation NDCG@10 so far against CPU seconds) from the trial rows of the store.
+The sweeps that write those rows are tested in tests/test_sweep.py."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from bench.leaderboard import build_tables, write_leaderboards
+from bench.results import ResultsStore
+
+torch.set_num_threads(1)
+
+
+def _result(tmp_path, model, run_id, seed, valid, **extra) -> dict:
+    run_dir = tmp_path / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    np.save(run_dir / "test_rr.npy", np.full(50, valid))
+    return {
+        "run_id": run_id,
+        "model": model,
+        "dataset": "ml-100k",
+        "protocol": "user-loo",
+        "protocol_hash": "hash",
+        "target": "any",
+        "seed": seed,
+        "metrics": {"valid": {"ndcg@10": valid}, "test": {"ndcg@10": valid, "hr@10": valid}},
+        "hyperparameters": {},
+        "run_config": {},
+        "epochs": 0,
+        "train_seconds": 1.0,
+        "seconds_per_epoch": 1.0,
+        "test_rr_file": "test_rr.npy",
+        "run_dir": str(run_dir),
+        **extra,
+    }
+
+
+def _tuned(store, tmp_path, model, trials: list[tuple[float, float]], stopped_by: str) -> None:
+    """A sweep's rows: one per trial (CPU seconds, valid score), then a final run."""
+    study = f"{model}-ml-100k-user-loo-any"
+    spent = 0.0
+    for number, (cpu, valid) in enumerate(trials):
+        spent += cpu
+        result = _result(
+            tmp_path,
+            model,
+            f"{model}-trial-{number}",
+            0,
+            valid,
+            cpu_seconds=cpu,
+            study_cpu_seconds=spent,
+        )
+        store.add(result, kind="trial", study=study, trial=number)
+    best = max(range(len(trials)), key=lambda n: trials[n][1])
+    budget = {
+        "trials": len(trials),
+        "seconds": spent * 1.1,
+        "cpu_seconds": spent,
+        "stopped_by": stopped_by,
+    }
+    final = _result(
+        tmp_path, model, f"{model}-final", 0, trials[best][1], best_trial=best, budget=budget
+    )
+    store.add(final, kind="final", study=study, trial=0)
+
+
+def test_budget_column_and_one_budget_curve_per_tuned_model(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    _tuned(store, tmp_path, "sknn", [(2.0, 0.10), (3.0, 0.08), (2.5, 0.12)], "cpu_seconds")
+    _tuned(store, tmp_path, "gru4rec", [(40.0, 0.05), (50.0, 0.15)], "trials")
+    # an untuned run: a row of the table, but no curve
+    store.add(_result(tmp_path, "pop", "pop-run", 0, 0.02), kind="run")
+
+    (table,) = build_tables(store)
+    # best so far, against the study's CPU seconds
+    assert table["curves"] == {
+        "gru4rec": [(40.0, 0.05), (90.0, 0.15)],
+        "sknn": [(2.0, 0.10), (5.0, 0.10), (7.5, 0.12)],
+    }
+    write_leaderboards([table], tmp_path / "lb")
+    page = (tmp_path / "lb" / "index.html").read_text()
+    curves = re.search(r'<svg class="plot curves".*?</svg>', page, re.S).group(0)
+    lines = re.findall(r'<polyline points="([^"]+)"', curves)
+    assert len(lines) == 2  # sknn and gru4rec; pop was not tuned
+    # a stepped line: two points per trial after the first
+    assert sorted(len(points.split()) for points in lines) == [3, 5]
+    assert "gru4rec" in curves and "sknn" in curves and "pop" not in curves
+
+    (md,) = (tmp_path / "lb").glob("ml-100k__*.md")
+    text = md.read_text()
+    assert "3 trials, 8 s, 8 CPU s, stopped by CPU seconds" in text
+    assert "2 trials, 99 s, 90 CPU s, stopped by trials" in text
+    assert "untuned, 1 s" in text
