@@ -1,11 +1,13 @@
 """Sweeps for real: Optuna studies in a SQLite file and in PostgreSQL, worker processes,
 a worker killed with SIGKILL, an interrupted sweep re-run, pruning through Lightning,
-exact trial counts, bad input, and `bench automl` end to end. All on a tiny planted data
-set so a trial takes seconds."""
+exact trial counts, distinct draws per worker and continuation, CPU-seconds budgets and
+convergence, progress lines, bad input, and `bench automl` end to end. All on a tiny
+planted data set so a trial takes seconds."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
@@ -22,6 +25,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.datasets.prepare import prepare
+from bench.errors import ConfigError
 from bench.models.pop import Pop
 from bench.results import ResultsStore
 from bench.sweep import (
@@ -33,6 +37,7 @@ from bench.sweep import (
     results_url,
     run_worker,
     sweep,
+    trial_seed,
 )
 from tests.synthetic import planted_sequences
 
@@ -184,6 +189,12 @@ def _wait_for(predicate, what: str, alive, poll: float = 0.1):
         time.sleep(poll)
 
 
+def _no_repeats(trials) -> bool:
+    """No two finished trials share a parameter set (a retry replaces a FAILed trial)."""
+    params = [tuple(sorted(t.params.items())) for t in trials if t.state in FINISHED]
+    return len(set(params)) == len(params)
+
+
 def _study_trials(storage, name: str) -> list:
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
@@ -259,6 +270,11 @@ def test_two_workers_with_one_killed_finish_the_requested_trials(planted, tmp_pa
     others = [t for t in trials if t.state == TrialState.FAIL and t.number != victim]
     assert all(t.user_attrs.get("surplus") for t in others)
     assert len({t.user_attrs["worker"] for t in trials}) >= 2  # both workers took trials
+    # each trial drew from its own seed, so the workers never proposed the same one
+    seeds = [t.user_attrs["sampler_seed"] for t in trials]
+    assert seeds == [trial_seed(opts.study, t.number) for t in trials]
+    assert len(set(seeds)) == len(trials)
+    assert _no_repeats(trials)
 
     store = ResultsStore(results_url(opts))
     _check_rows(store, study, seeds=1)
@@ -326,6 +342,8 @@ def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
     ]
     assert len(stale) == 1  # the trial the kill interrupted, retried once
     assert any(t.system_attrs.get("failed_trial") == stale[0].number for t in study.trials)
+    # the continuation drew new trials: it did not propose trial 0's parameters again
+    assert _no_repeats(study.trials)
     store = ResultsStore(tmp_path / "results.db")
     rows = _check_rows(store, study, seeds=1)
     kept = {(r["id"], r["created_at"]) for r in rows_before}
@@ -381,6 +399,116 @@ def test_a_trial_started_after_the_count_is_reached_is_failed_not_counted(plante
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL]
     assert trials[2].user_attrs["surplus"] is True
     assert [r["trial"] for r in store.rows()] == [0]
+
+
+# ---------------------------------------------------------------- distinct draws, budgets
+
+
+def test_workers_and_continuations_draw_distinct_trials(planted, tmp_path):
+    """sknn's space is small and discrete. Two workers, each with its own sampler as in
+    its own process, take turns; then a new sampler continues the study, as a sweep run
+    again after a kill does. One seed per process (seed 0) proposed the same first
+    configuration in each of them; a seed per trial number proposes none twice."""
+    opts = _opts(planted, tmp_path, model="sknn", trials=5, study="sknn-distinct")
+    store = ResultsStore(opts.results)
+    first, second = open_study(opts), open_study(opts)
+    objective = make_objective(opts, opts.study, store)
+    for study in (first, second, first, second):
+        study.optimize(objective, n_trials=1)
+    open_study(opts).optimize(objective, n_trials=1)  # the continuation
+    trials = optuna.load_study(study_name=opts.study, storage=_storage(opts.storage)).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert _no_repeats(trials)
+    seeds = [t.user_attrs["sampler_seed"] for t in trials]
+    assert seeds == [trial_seed(opts.study, n) for n in range(5)]
+    assert len(set(seeds)) == 5
+
+
+def _finished_in_order(opts) -> list:
+    study = optuna.load_study(study_name=opts.study, storage=_storage(opts.storage))
+    finished = [t for t in study.trials if t.state in FINISHED]
+    return sorted(finished, key=lambda t: t.datetime_complete)
+
+
+def test_cpu_seconds_stop_the_search_within_one_trial(planted, tmp_path):
+    """A budget of CPU seconds ends the search before the trial count: no trial starts
+    once the finished ones used the budget, so the spend passes it by one trial at most.
+    The spend and why the search stopped are in the final rows."""
+    probe = _opts(planted, tmp_path, model="pop", trials=2, study="pop-probe")
+    sweep(probe)
+    per_trial = _finished_in_order(probe)[-1].user_attrs["cpu_seconds"]  # imports done
+    assert per_trial > 0
+    opts = _opts(planted, tmp_path, model="pop", trials=20, cpu_seconds=2.5 * per_trial)
+    budget = sweep(opts)["budget"]
+    finished = _finished_in_order(opts)
+    cpu = [t.user_attrs["cpu_seconds"] for t in finished]
+    assert budget["stopped_by"] == "cpu_seconds"
+    assert 2 <= budget["trials"] == len(finished) < 20
+    assert budget["cpu_seconds"] == pytest.approx(sum(cpu))
+    assert sum(cpu[:-1]) < opts.cpu_seconds <= sum(cpu)
+    rows = [r for r in ResultsStore(opts.results).rows() if r["study"] == opts.study]
+    (final,) = [r for r in rows if r["kind"] == "final"]
+    assert final["result"]["budget"] == budget
+    trial_rows = sorted((r for r in rows if r["kind"] == "trial"), key=lambda r: r["trial"])
+    assert [r["result"]["cpu_seconds"] for r in trial_rows] == pytest.approx(cpu)
+    assert [r["result"]["study_cpu_seconds"] for r in trial_rows] == pytest.approx(
+        np.cumsum(cpu).tolist()
+    )
+
+
+def test_a_search_without_progress_stops_as_converged(planted, tmp_path):
+    """pop scores the same in every trial: after `patience` trials without a new best the
+    search has converged and the rest of the trial budget is not spent."""
+    budget = sweep(_opts(planted, tmp_path, model="pop", trials=10, patience=2))["budget"]
+    assert budget["stopped_by"] == "converged"
+    assert budget["trials"] == 3  # the best, then two that did not beat it
+
+
+@pytest.mark.parametrize(
+    "option, value, name",
+    [
+        ("cpu_seconds", 0.0, "--cpu-seconds"),
+        ("patience", 0, "--patience-trials"),
+        ("pruner", "asha", "--pruner"),
+    ],
+)
+def test_bad_budget_options_are_named_before_anything_runs(planted, tmp_path, option, value, name):
+    opts = _opts(planted, tmp_path, model="pop", trials=2, **{option: value})
+    with pytest.raises(ConfigError) as err:
+        sweep(opts)
+    assert err.value.option == name
+    assert not (tmp_path / "optuna.db").exists()
+
+
+TRIAL_LINE = re.compile(
+    r"trial (\d+) done: ndcg@10 (\d\.\d{4}) \(best (\d\.\d{4}), trial (\d+)\) "
+    r"in \d+ s, \d+ CPU s; params (.+)"
+)
+
+
+def test_piped_sweep_prints_a_line_per_finished_trial(planted, tmp_path):
+    """Not a terminal (CliRunner): no bar, one plain line per finished trial with its
+    score, the best so far and its parameters; --pruner is recorded in the budget."""
+    study = f"progress-{uuid.uuid4().hex[:8]}"
+    args = _cli_args(
+        planted, tmp_path, "gru4rec", study=study, trials=2, extra=["--pruner", "none"]
+    )
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    lines = [m for m in map(TRIAL_LINE.fullmatch, out.output.splitlines()) if m]
+    assert len(lines) == 2, out.output
+    trials = optuna.load_study(study_name=study, storage=_storage(str(tmp_path / "optuna.db")))
+    values = {t.number: t.value for t in trials.trials}
+    assert sorted(int(m[1]) for m in lines) == [0, 1]
+    for m in lines:
+        assert float(m[2]) == pytest.approx(values[int(m[1])], abs=1e-4)
+        assert {"lr", "dropout", "embedding_dim"} <= {p.split("=")[0] for p in m[5].split(", ")}
+    last = lines[-1]
+    best = max(values, key=values.get)
+    assert (int(last[4]), float(last[3])) == (best, pytest.approx(values[best], abs=1e-4))
+    assert "stopped by trials" in " ".join(out.output.split())
+    (final,) = ResultsStore(tmp_path / "results.db").rows(kind="final")
+    assert final["result"]["budget"]["pruner"] == "none"
 
 
 # ---------------------------------------------------------------- bad input
@@ -526,6 +654,9 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
     for r in finals:
         assert r["result"]["budget"]["trials"] == 2
         assert r["result"]["budget"]["seconds"] > 0
+        assert r["result"]["budget"]["cpu_seconds"] > 0
+        assert r["result"]["budget"]["stopped_by"] == "trials"
+    assert "stopped by trials" in lines["pop"] and "CPU s" in lines["sknn"]
     storage = _storage(str(tmp_path / "optuna.db"))
     names = sorted(optuna.get_all_study_names(storage=storage))
     assert names == ["pop-custom-user-loo-any", "sknn-custom-user-loo-any"]
