@@ -275,7 +275,11 @@ def data_stats(
     from bench.datasets.stats import dataset_stats, render_stats
 
     if artifact is None and dataset is None:
-        raise ConfigError("give --dataset (or --artifact)", option="--dataset")
+        raise ConfigError(
+            "give --dataset (or --artifact)",
+            option="--dataset",
+            hint="e.g. bench data stats --dataset ml-100k; `bench data list` shows the names",
+        )
     path = artifact or _prepare(
         dataset, protocol, target, params, options, columns, data_dir, cache_dir, False
     )
@@ -681,7 +685,9 @@ def sweep_cmd(
             gpu_list = [int(g) for g in gpus.split(",")]
         except ValueError:
             raise ConfigError(
-                f"expected GPU numbers like 0,1 not {gpus!r}", option="--gpus"
+                f"expected GPU numbers like 0,1 not {gpus!r}",
+                option="--gpus",
+                hint="list the device indices nvidia-smi shows, e.g. --gpus 0,1",
             ) from None
     common = _sweep_common(
         protocol,
@@ -816,8 +822,9 @@ def dashboard_cmd(
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard for the sweep studies on 127.0.0.1."""
-    from bench.dashboard import serve
+    from bench.dashboard import existing_storage, serve
 
+    existing_storage(storage)  # a missing file is refused before anything is printed
     Console().print(f"optuna-dashboard on [bold]http://127.0.0.1:{port}/[/] (Ctrl-C stops)")
     serve(storage, port=port)
 

@@ -167,6 +167,7 @@ def fetch(
     if url is None and known is None:
         raise BenchError(
             f"data set {dataset!r} has no public direct download link",
+            option="--dataset",
             hint=f"download {' / '.join(adapter.files) or 'the files'} from {adapter.homepage} "
             f"and put them in {target}",
         )

@@ -70,6 +70,15 @@ class RunConfig(pydantic.BaseModel):
             raise ValueError(f"must be a plain folder name ({SAFE_NAME_TEXT} characters)")
         return value
 
+    @pydantic.field_validator("runs_dir")
+    @classmethod
+    def _runs_folder(cls, value: str) -> str:
+        path = Path(value)
+        for place in (path, *path.parents):
+            if place.exists() and not place.is_dir():
+                raise ValueError(f"{place} is a file, not a folder")
+        return value
+
     @pydantic.field_validator("accelerator")
     @classmethod
     def _known_accelerator(cls, value: str) -> str:
@@ -144,7 +153,12 @@ def _check_hardware(config: RunConfig) -> None:
 def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise ConfigError("config file not found", file=path)
+        raise ConfigError(
+            "config file not found",
+            file=path,
+            option="--config",
+            hint="check the path, or give the settings with --set key=value",
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -153,9 +167,14 @@ def load_config_file(path: str | Path) -> dict:
             f"not valid YAML: {getattr(err, 'problem', err)}",
             file=path,
             line=mark.line + 1 if mark else None,
+            hint="write one `key: value` per line (e.g. `lr: 0.002`), lists as [a, b]",
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError("a config file holds a mapping of key: value", file=path)
+        raise ConfigError(
+            "a config file holds a mapping of key: value",
+            file=path,
+            hint="write one `key: value` per line, e.g. `max_epochs: 50`",
+        )
     return data
 
 

@@ -186,6 +186,7 @@ def _plan(config: RunConfig, run_dir: Path, runs_root: Path, wanted: dict) -> di
         )
     source = _budget_sibling(runs_root, wanted)
     if source is not None:
+        _checkpoint_epochs(source / "checkpoints" / "last.ckpt")  # unreadable: refused here
         (run_dir / "checkpoints").mkdir(parents=True)
         for name in ("last.ckpt", "best.ckpt"):
             if (source / "checkpoints" / name).exists():

@@ -103,7 +103,7 @@ class Protocol:
         if unknown:
             raise ConfigError(
                 f"protocol {self.name!r} has no parameter(s) {', '.join(unknown)}",
-                option="--param",
+                option="--set",
                 hint=f"parameters of {self.name}: {self.describe_params()}",
             )
         try:
@@ -624,7 +624,7 @@ def require_examples(
             span = f" ({spans[split]})" if spans and split in spans else ""
             raise DataError(
                 f"the {split} split{span} has no examples after the recipe's filters",
-                option="--param",
+                option="--set",
                 hint=hints.get(split, "relax the protocol's filters"),
             )
 
