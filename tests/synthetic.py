@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.models.base import DataSpec, TrainSequences, gap_bucket
+from bench.contract import DataSpec, TrainSequences, gap_bucket
 
 
 def planted_sequences(

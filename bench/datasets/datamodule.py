@@ -7,8 +7,8 @@ end, so serving a batch costs a handful of tensor ops and no Python per row. The
 Dataset exposes `__getitems__`, which torch's fetcher calls with a whole batch of
 indices; the collate function passes the finished dict through.
 
-Batches follow the contract in `bench.models.base` (all int64), plus
-`target_behaviors`, and, for valid / test examples of an artifact prepared with
+Batches follow the contract in `bench.contract` (`Batch`, all int64): the history keys,
+`targets`, `target_behaviors`, and, for valid / test examples of an artifact prepared with
 `sampled_negatives`, `negatives` (B, S): the frozen negatives of each example, which
 sampled metrics rank the target against. L is the longest history in the batch
 (<= max_len), so short session data does not pay for padding up to max_len.
@@ -24,9 +24,9 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bench.contract import DataSpec, TrainSequences, gap_bucket
 from bench.datasets.artifact import read_meta
 from bench.errors import DataError
-from bench.models.base import DataSpec, TrainSequences, gap_bucket
 
 SPLITS = ("train", "valid", "test")
 TRAINING_MODES = ("prefixes", "sequences")  # one example per target, or whole windows

@@ -1,13 +1,7 @@
 """The model contract shared by every model, neural or not.
 
-A batch (from the DataModule, `bench.datasets.datamodule`) is a dict of tensors:
-
-    items       Long (B, L)  history item indices, left-aligned, 0 = padding
-    behaviors   Long (B, L)  1..4 = pv, fav, cart, buy; 0 = padding
-    categories  Long (B, L)  1..n_categories; 0 = padding or unknown
-    gaps        Long (B, L)  bucketed time gap to the previous event, see `gap_bucket`
-    lengths     Long (B,)    number of real history events, >= 1
-    targets     Long (B,)    item index to predict, 1..n_items
+A batch is the dict of tensors declared in `bench.contract` (`Batch`: items, behaviors,
+categories, gaps, lengths, targets, ...), served by `bench.datasets.datamodule`.
 
 A neural model maps a batch to one vector per history (`encode`); scores are that
 vector against the tied item embedding table (`item_table`). Row 0 of the table is
@@ -24,29 +18,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-N_BEHAVIORS = 4
-N_GAP_BUCKETS = 33  # 0 pad, 1 first event, 2 + floor(log2(1 + seconds)) capped at 32
-
-
-def gap_bucket(gap_seconds: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """Bucket time gaps on a log2 scale; `first` marks events with no predecessor."""
-    buckets = 2 + torch.floor(torch.log2(1 + gap_seconds.clamp(min=0).double())).long()
-    buckets = buckets.clamp(max=N_GAP_BUCKETS - 1)
-    return torch.where(first, torch.ones_like(buckets), buckets)
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the prepared data."""
-
-    n_items: int  # item indices are 1..n_items; tables have n_items + 1 rows
-    n_categories: int = 0
-    max_len: int = 50
-    has_behavior: bool = False  # more than one behaviour type occurs
-    has_category: bool = False
-    has_time: bool = False  # real clock time (gaps mean something)
-    item_counts: torch.Tensor | None = None  # (n_items + 1,) training support, for logQ / pop
-
+# The data contract lives in bench.contract (below datasets and models); its names stay
+# importable from here, where model code has always found them.
+from bench.contract import (  # noqa: F401  (re-exported)
+    N_BEHAVIORS,
+    N_GAP_BUCKETS,
+    DataSpec,
+    TrainSequences,
+    gap_bucket,
+)
 
 # Field constraints of model configs: checked with the rest of the configuration, before
 # any data is read or any run folder is made (a zero width or a dropout of 2 would
@@ -162,19 +142,6 @@ class SequenceModel(nn.Module):
     @classmethod
     def defaults(cls) -> dict:
         return dataclasses.asdict(cls.Config())
-
-
-@dataclass
-class TrainSequences:
-    """Training-window sequences in CSR form, for non-neural baselines.
-
-    Sequence i is items[offsets[i]:offsets[i + 1]] (ts and behaviors alike), in time order.
-    """
-
-    items: torch.Tensor
-    behaviors: torch.Tensor
-    ts: torch.Tensor
-    offsets: torch.Tensor
 
 
 class Baseline:
