@@ -829,6 +829,71 @@ def dashboard_cmd(
     serve(storage, port=port)
 
 
+@app.command(
+    "serve",
+    epilog="Example: [bold]bench serve --run runs/sasrec-diginetica-... --port 8000[/] then "
+    'POST /recommend {"history": ["242", "302"], "k": 10}; docs at /docs',
+)
+def serve_cmd(
+    run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Most requests in one model pass.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="Wait for stragglers under load.")
+    ] = 2.0,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads.")] = None,
+) -> None:
+    """Serve a run over HTTP: POST /recommend, POST /explain, GET /health, docs at /docs."""
+    import torch
+
+    from bench.serve import create_app
+
+    if threads:
+        torch.set_num_threads(threads)
+    app_ = create_app(run_dir, max_batch=max_batch, max_wait_ms=max_wait_ms)  # loads first
+    import uvicorn
+
+    Console().print(
+        f"serving {escape(run_dir.name)} on [bold]http://{host}:{port}/[/] (Ctrl-C stops)"
+    )
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command(
+    "explain",
+    epilog="Example: [bold]bench explain --run runs/sasrec-ml-100k-... --history 242,302,377 "
+    "--item 51[/]",
+)
+def explain_cmd(
+    run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
+    history: Annotated[str, typer.Option("--history", help="Raw item ids, oldest first.")],
+    item: Annotated[str, typer.Option("--item", help="The raw item id to explain.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Which history events drove an item's score: occlusion, gradients, attention,
+    neighbour sessions (kNN) or matching events (repeat)."""
+    import json
+
+    from bench.explain import explain, render
+    from bench.training.predict import Recommender
+
+    rec = Recommender(run_dir)
+    resolved = rec.resolve([h.strip() for h in history.split(",") if h.strip()])
+    out = explain(rec, resolved, rec.item_index(item.strip()))
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    if out["unknown"]:
+        Console(stderr=True).print(
+            f"[yellow]unknown to this model, left out:[/] {escape(', '.join(out['unknown']))}"
+        )
+    for table in render(out):
+        Console().print(table)
+
+
 def main() -> None:
     """Console-script entry point (`bench`)."""
     try:

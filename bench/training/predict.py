@@ -1,18 +1,23 @@
-"""`bench predict`: top-K next items for a history of raw item ids, from a finished run."""
+"""Top-K next items for a history of raw item ids, from a finished run.
+
+`Recommender` loads a run once and answers many queries (`bench predict`, `bench serve`
+and `bench explain` all go through it, so they give the same items and scores).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 import torch
 import yaml
 
+from bench.contract import gap_bucket
 from bench.datasets.datamodule import SequenceDataModule
 from bench.errors import BenchError, ConfigError
 from bench.evaluation import chunked_topk
-from bench.models.base import gap_bucket
 from bench.models.registry import create_model
 from bench.paths import stored_path
 from bench.training.config import RunConfig
@@ -66,48 +71,202 @@ def load_run(run_dir: str | Path, with_data: bool = False):
     return model, items, data.spec().max_len
 
 
+BEHAVIOR_CODES = {"pv": 1, "fav": 2, "cart": 3, "buy": 4}  # as in the artifact's events
+
+
+class UnknownItems(BenchError):
+    """History items the run's model has never seen; `unknown` lists them."""
+
+    def __init__(self, message: str, unknown: list[str], **kw) -> None:
+        self.unknown = unknown
+        super().__init__(message, **kw)
+
+
+@dataclass
+class History:
+    """A history resolved to item indices: the last max_len known events, oldest first."""
+
+    items: list[int]
+    behaviors: list[int]
+    unknown: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row, best first, equal scores lower index first (torch.topk leaves
+    the order of ties open, and a full stable sort of 39k items costs ~8 ms a row)."""
+    kth = scores.topk(k, dim=1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    room = k - above.sum(1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(1) <= room))
+    index = chosen.nonzero()[:, 1].view(scores.size(0), k)  # ascending item index
+    values = scores.gather(1, index)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return values.gather(1, order), index.gather(1, order)
+
+
+class Recommender:
+    """A finished run loaded once, for repeated queries without start-up cost."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.model, items, self.max_len, data, self.config, self.result = load_run(
+            run_dir, with_data=True
+        )
+        self.spec = data.spec()
+        order = items["item"].cast(pl.Int64).to_list()
+        self.index = dict(zip(items["raw_item"].cast(pl.String).to_list(), order, strict=True))
+        self.raw = [""] * (len(order) + 1)  # raw id of each index; 0 is padding
+        for raw, i in self.index.items():
+            self.raw[i] = raw
+        self.n_items = len(order)
+        self.category = torch.zeros(self.n_items + 1, dtype=torch.long)
+        self.category[torch.tensor(order)] = torch.tensor(
+            items["category"].fill_null(0).cast(pl.Int64).to_list()
+        )
+        self.name = self.config.model
+        self.family = self.model.family
+
+    def resolve(
+        self,
+        history: list[str],
+        behaviors: list[str] | None = None,
+        skip_unknown: bool = True,
+        option: str = "--history",
+    ) -> History:
+        """Raw ids (and behaviour names) to indices; unknown items are left out when
+        `skip_unknown`, else refused with the list of them."""
+        history = [str(h) for h in history]
+        if behaviors is not None and len(behaviors) != len(history):
+            raise BenchError(
+                f"{len(behaviors)} behaviours for {len(history)} history items",
+                option="behaviors",
+                hint="give one behaviour (pv, fav, cart, buy) per history item, or none",
+            )
+        bad = sorted({b for b in behaviors or [] if b not in BEHAVIOR_CODES})
+        if bad:
+            raise BenchError(
+                f"unknown behaviour(s): {', '.join(bad)}",
+                option="behaviors",
+                hint=f"use {', '.join(BEHAVIOR_CODES)}",
+            )
+        codes = [BEHAVIOR_CODES[b] for b in behaviors] if behaviors else [1] * len(history)
+        unknown = [h for h in history if h not in self.index]
+        if unknown and not skip_unknown:
+            raise UnknownItems(
+                f"{len(unknown)} history item(s) unknown to this run's model: "
+                + ", ".join(unknown[:20]),
+                unknown,
+                option=option,
+                hint="leave them out, or set skip_unknown to ignore them",
+            )
+        pairs = [(self.index[h], c) for h, c in zip(history, codes, strict=True) if h in self.index]
+        if not pairs:
+            raise UnknownItems(
+                "none of the history's items is known to this run's model",
+                unknown,
+                option=option,
+                hint=f"unknown: {', '.join(unknown[:10])}",
+            )
+        pairs = pairs[-self.max_len :]
+        return History([i for i, _ in pairs], [c for _, c in pairs], unknown)
+
+    def item_index(self, raw: str, option: str = "--item") -> int:
+        """The index of one raw item id, or a BenchError that names it."""
+        if str(raw) not in self.index:
+            raise UnknownItems(
+                f"item {raw} is unknown to this run's model",
+                [str(raw)],
+                option=option,
+                hint="pass an item id the run was trained on",
+            )
+        return self.index[str(raw)]
+
+    def batch(self, histories: list[History]) -> dict[str, torch.Tensor]:
+        """Left-aligned, zero-padded model batch of resolved histories."""
+        width = max(len(h) for h in histories)
+        items = torch.zeros(len(histories), width, dtype=torch.long)
+        behaviors = torch.zeros_like(items)
+        for row, h in enumerate(histories):
+            items[row, : len(h)] = torch.tensor(h.items)
+            behaviors[row, : len(h)] = torch.tensor(h.behaviors)
+        lengths = torch.tensor([len(h) for h in histories])
+        real = items > 0
+        # Times are not given: every event gets the first-event gap bucket, as for a
+        # fresh session; padding stays 0.
+        first = gap_bucket(torch.zeros(items.shape), torch.ones(items.shape, dtype=torch.bool))
+        return {
+            "items": items,
+            "behaviors": behaviors,
+            "categories": self.category[items] * real,
+            "gaps": first * real,
+            "lengths": lengths,
+            "targets": items.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1),
+        }
+
+    def scores(self, histories: list[History]) -> torch.Tensor:
+        """(B, n_items + 1) float32 scores; column 0 (padding) is -inf."""
+        batch = self.batch(histories)
+        with torch.no_grad():
+            if self.model.neural:
+                out = self.model.encode(batch) @ self.model.item_table().T
+            else:
+                out = self.model.scores(batch).float()
+        out[:, 0] = -torch.inf
+        return out
+
+    def top(
+        self, histories: list[History], ks: list[int], exclude_seen: list[bool]
+    ) -> list[list[dict]]:
+        """One model pass over the histories: the ranked items of each, raw ids."""
+        batch = self.batch(histories)
+        k = min(max(ks), self.n_items)
+        exclude = batch["items"] * torch.tensor(exclude_seen).unsqueeze(1)
+        with torch.no_grad():
+            if self.model.neural:
+                hidden = self.model.encode(batch)
+                scores, top = chunked_topk(hidden, self.model.item_table(), k, exclude=exclude)
+            else:
+                all_scores = self.model.scores(batch).float()
+                all_scores[:, 0] = -torch.inf
+                all_scores.scatter_(1, exclude, -torch.inf)
+                all_scores[:, 0] = -torch.inf
+                scores, top = stable_topk(all_scores, k)
+        out = []
+        for row, want in enumerate(ks):
+            ids, values = top[row, :want].tolist(), scores[row, :want].tolist()
+            out.append(
+                [
+                    {"rank": r + 1, "item": self.raw[i], "score": float(s)}
+                    for r, (i, s) in enumerate(zip(ids, values, strict=True))
+                    if s > -torch.inf  # excluded items never come back as filler
+                ]
+            )
+        return out
+
+    def recommend(
+        self,
+        history: list[str],
+        k: int = 20,
+        exclude_seen: bool = False,
+        behaviors: list[str] | None = None,
+        skip_unknown: bool = True,
+    ) -> dict:
+        """Top-k items after `history` (raw ids, oldest first)."""
+        if k < 1:
+            raise BenchError(f"k must be at least 1, got {k}", option="k", hint="ask for k >= 1")
+        resolved = self.resolve(history, behaviors, skip_unknown)
+        items = self.top([resolved], [k], [exclude_seen])[0]
+        return {"items": items, "unknown": resolved.unknown, "used_history": len(resolved)}
+
+
 def predict(run_dir: str | Path, history: list[str], k: int = 20) -> dict:
     """Scores of the top-k items after `history` (raw ids, oldest first).
 
     Unknown items are reported and left out of the history; the items of the history
     stay rankable (repeat purchases are common in e-commerce).
     """
-    model, items, max_len = load_run(run_dir)
-    index = dict(zip(items["raw_item"].to_list(), items["item"].to_list(), strict=True))
-    category = items["category"].to_list()
-    known = [index[h] for h in history if h in index]
-    unknown = [h for h in history if h not in index]
-    if not known:
-        raise BenchError(
-            "none of the history's items is known to this run's model",
-            option="--history",
-            hint=f"unknown: {', '.join(unknown[:10])}",
-        )
-    known = known[-max_len:]
-    length = len(known)
-    item_row = torch.tensor([known])
-    first = torch.zeros(1, length, dtype=torch.bool)
-    first[0, 0] = True
-    batch = {
-        "items": item_row,
-        "behaviors": torch.ones_like(item_row),  # no behaviour given: page views
-        "categories": torch.tensor([[category[i - 1] for i in known]]),
-        # Times are not given: every gap is the first-event bucket, as for a fresh session.
-        "gaps": gap_bucket(torch.zeros(1, length), torch.ones(1, length, dtype=torch.bool)),
-        "lengths": torch.tensor([length]),
-        "targets": torch.tensor([known[-1]]),
-    }
-    k = min(k, len(index))
-    with torch.no_grad():
-        if model.neural:
-            scores, top = chunked_topk(model.encode(batch), model.item_table(), k)
-        else:
-            all_scores = model.scores(batch).float()
-            all_scores[:, 0] = -torch.inf
-            scores, top = all_scores.topk(k, dim=1)
-    raw = items["raw_item"].to_list()
-    ranked = [
-        {"rank": r + 1, "item": raw[int(i) - 1], "score": float(s)}
-        for r, (i, s) in enumerate(zip(top[0].tolist(), scores[0].tolist(), strict=True))
-    ]
-    return {"items": ranked, "unknown": unknown, "used_history": length}
+    return Recommender(run_dir).recommend(history, k=k)
