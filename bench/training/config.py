@@ -29,6 +29,9 @@ class RunConfig(pydantic.BaseModel):
     target: Literal["any", "buy"] = "any"
     seed: int = pydantic.Field(0, ge=0, le=2**32 - 1)  # numpy takes 0..2**32-1
     max_epochs: int = pydantic.Field(30, ge=1)
+    # wall-clock bound on training, in seconds (Lightning's max_time): "HH:MM:SS" and
+    # "DD:HH:MM:SS" are read as well; None = no bound, only max_epochs and patience
+    max_time: int | float | None = pydantic.Field(None, gt=0)
     batch_size: int = pydantic.Field(256, ge=1)
     eval_batch_size: int = pydantic.Field(1024, ge=1)
     lr: float = pydantic.Field(1e-3, gt=0)
@@ -78,6 +81,23 @@ class RunConfig(pydantic.BaseModel):
             if place.exists() and not place.is_dir():
                 raise ValueError(f"{place} is a file, not a folder")
         return value
+
+    @pydantic.field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # one spelling per budget, so 120 and 120.0 are one run id
+        if not isinstance(value, str):
+            return value
+        parts = value.strip().split(":")
+        if len(parts) > 4 or not all(
+            p.strip().replace(".", "", len(parts) == 1).isdigit() for p in parts
+        ):
+            raise ValueError("must be seconds (120), HH:MM:SS (00:02:00) or DD:HH:MM:SS")
+        if len(parts) == 1:
+            return cls._duration(float(parts[0]))
+        units = (1, 60, 3600, 86400)
+        return sum(int(p) * u for p, u in zip(reversed(parts), units, strict=False))
 
     @pydantic.field_validator("accelerator")
     @classmethod
