@@ -18,6 +18,8 @@ import contextlib
 import json
 import os
 import platform
+import sys
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -169,6 +171,28 @@ def _versions(protocol_version: int) -> dict[str, Any]:
     }
 
 
+class _Stages:
+    """Plain `prepare: ...` lines on stderr as the stages go by, with row counts and
+    seconds, so a long build on a large file shows it is alive (and where) in a terminal
+    as in a log file; silent unless asked (sweep trials, tests)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.start = on, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.on:
+            seconds = time.perf_counter() - self.start
+            print(f"prepare: {message} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+
+def _split_line(counts: dict) -> str:
+    return ", ".join(
+        f"{split} {counts[split].get('examples', 0):,} examples"
+        for split in ("train", "valid", "test")
+        if split in counts
+    )
+
+
 def prepare(
     dataset: str,
     protocol: str | None = None,
@@ -179,6 +203,7 @@ def prepare(
     cache_dir: str | Path | None = None,
     force: bool = False,
     adapter_options: dict | None = None,
+    progress: bool = False,
 ) -> Path:
     """The artifact folder for (dataset, protocol, params), built unless a valid one exists.
 
@@ -210,14 +235,23 @@ def prepare(
     root = cache / dataset
     folder = root / f"{proto.name}-{key}"
 
+    stage = _Stages(progress)
     frame = adapter.scan()  # a missing raw file is a DataError here
     raw = [fingerprint(Path(f), cache / FINGERPRINTS) for f in adapter.raw_files()]
+    stage(
+        f"{dataset}: "
+        + ", ".join(f"{Path(e['path']).name} {e['size'] / 1e6:,.1f} MB" for e in raw)
+        + " fingerprinted"
+    )
     artifact.clean_stale(root)
     if folder.exists():
         fresh = not force and artifact.is_valid(folder)
         if fresh and _same_raw(artifact.read_meta(folder).get("raw_files"), raw):
+            counts = artifact.read_meta(folder).get("counts") or {}
+            stage(f"cached {proto.name} artifact reused: {folder}; {_split_line(counts)}")
             return folder
         remove_tree(folder, root, ignore_errors=True)  # corrupt, stale or forced: rebuild
+    stage(f"building {proto.name} [{key}] (reading, filtering, splitting)")
 
     with artifact.Writer(folder) as out:
         # tables the recipe finishes early (user-time's events) are written while it goes on
@@ -225,6 +259,11 @@ def prepare(
             built = proto.build(frame, resolved, replace(info, ready=out.add))
         except DataError as err:
             raise _as_read(err, adapter) from err
+        dropped = sum(v for v in built.drops.values() if isinstance(v, int))
+        stage(
+            f"recipe done: {built.events.height:,} events kept, {dropped:,} rows dropped, "
+            f"{built.items.height:,} items"
+        )
         built.negatives = negatives_for(built, resolved)
         tables = {
             "events": built.events,
@@ -257,4 +296,7 @@ def prepare(
             "versions": _versions(proto.version),
             "created_at": datetime.now(UTC).isoformat(),
         }
-        return out.commit(meta)
+        stage(f"counted: {_split_line(counts)}; writing {folder}")
+        done = out.commit(meta)
+    stage("artifact written")
+    return done
