@@ -201,7 +201,7 @@ def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path,
     config = _config(
         planted, tmp_path, "gru4rec", wandb=True, lr=0.01, params={"embedding_dim": 16}
     )
-    result = execute(config, progress=False)
+    result = execute(config, progress=True)  # piped: plain epoch lines, which W&B captures
     assert not Path(result["wandb_dir"]).is_absolute()  # relative: the folder can move
     run_dir = (Path(result["run_dir"]) / result["wandb_dir"]).parent
     assert run_dir.name.startswith("offline-run-")  # offline without WANDB_MODE set
@@ -209,7 +209,12 @@ def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path,
     logged = read_offline_run(run_dir)
 
     assert logged["run"]["project"] == "bench"
-    assert logged["run"]["name"] == logged["run"]["group"] == result["run_id"]
+    assert logged["run"]["name"] == result["run_id"]
+    # the group is the run id without its seed: the seeds of one configuration together
+    assert logged["run"]["group"] == result["wandb"]["group"]
+    seed, digest = result["run_id"].rsplit("-", 2)[1:]
+    assert seed == "s0" and logged["run"]["group"].startswith("gru4rec-custom-user-loo-")
+    assert "-s0-" not in logged["run"]["group"] and digest not in logged["run"]["group"]
     assert logged["config"]["model"] == "gru4rec"
     assert logged["config"]["hyperparameters"]["embedding_dim"] == 16
     assert logged["config"]["hyperparameters"] == result["hyperparameters"]
@@ -221,11 +226,18 @@ def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path,
     assert max(h["val/ndcg@10"] for h in per_epoch) == pytest.approx(
         result["metrics"]["valid"]["ndcg@10"]
     )
-    for split in ("valid", "test"):
+    for split, prefix in (("valid", "val"), ("test", "test")):
         for metric in ("hr@10", "ndcg@10", "mrr@20"):
-            assert logged["summary"][f"{split}/{metric}"] == pytest.approx(
+            assert logged["summary"][f"{prefix}/{metric}"] == pytest.approx(
                 result["metrics"][split][metric]
             )
+    # one validation namespace: per-epoch history and final summary both under val/
+    keys = set(logged["summary"]).union(*logged["history"])
+    assert not [k for k in keys if k.startswith("valid/")]
+    # output.log holds the plain epoch lines, no progress-bar redraws
+    output = (run_dir / "files" / "output.log").read_text()
+    assert "epoch 1/2" in output and "epoch 2/2" in output and "val/ndcg@10" in output
+    assert "\r" not in output and "━" not in output
 
 
 def test_baseline_run_logs_config_and_final_metrics(planted, tmp_path, offline):
@@ -237,7 +249,52 @@ def test_baseline_run_logs_config_and_final_metrics(planted, tmp_path, offline):
     assert logged["config"]["model"] == "sknn"
     assert logged["config"]["hyperparameters"]["k"] == result["hyperparameters"]["k"] == 100
     assert logged["summary"]["test/ndcg@10"] == pytest.approx(result["metrics"]["test"]["ndcg@10"])
-    assert logged["summary"]["valid/hr@20"] == pytest.approx(result["metrics"]["valid"]["hr@20"])
+    assert logged["summary"]["val/hr@20"] == pytest.approx(result["metrics"]["valid"]["hr@20"])
+    assert "valid/hr@20" not in logged["summary"]
+
+
+def test_seeds_share_a_group_and_settings_follow_wandb_variables(
+    planted, tmp_path, offline, monkeypatch, capfd
+):
+    """WANDB_PROJECT, WANDB_ENTITY and WANDB_TAGS are honoured and recorded; seeds of one
+    configuration share a group, another configuration gets another; no deprecation
+    warning about Lightning's `anonymous` argument; the printed sync command names a
+    folder that exists from the working directory."""
+    monkeypatch.setenv("WANDB_PROJECT", "my-project")
+    monkeypatch.setenv("WANDB_ENTITY", "my-team")
+    monkeypatch.setenv("WANDB_TAGS", "first-hour, cpu")
+    monkeypatch.delenv("WANDB_SILENT")  # W&B's warnings must show to be checked
+    monkeypatch.chdir(tmp_path)
+    runs = [
+        execute(_config(planted, tmp_path, "gru4rec", wandb=True, seed=s, max_epochs=1, **extra))
+        for s, extra in ((0, {}), (1, {}), (0, {"lr": 0.01}))
+    ]
+    printed = capfd.readouterr()
+    groups = [r["wandb"]["group"] for r in runs]
+    assert groups[0] == groups[1] != groups[2]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    for result in runs:
+        assert result["wandb"] == {
+            "project": "my-project",
+            "entity": "my-team",
+            "group": result["wandb"]["group"],
+            "tags": ["first-hour", "cpu"],
+            "mode": "offline",
+        }
+        logged = read_offline_run((Path(result["run_dir"]) / result["wandb_dir"]).parent)
+        assert logged["run"]["project"] == "my-project"
+        assert logged["run"]["group"] == result["wandb"]["group"]
+    assert "anonymous" not in printed.err + printed.out
+    commands = [
+        line.split("upload it: ", 1)[1]
+        for line in printed.err.splitlines()
+        if "upload it: " in line
+    ]
+    assert len(commands) == 3
+    for command in commands:
+        program, verb, folder = command.split()
+        assert (program, verb) == ("wandb", "sync") and not Path(folder).is_absolute()
+        assert list(Path(folder).glob("run-*.wandb"))  # found from where the user stands
 
 
 def test_wandb_off_writes_no_wandb_files(planted, tmp_path, offline):

@@ -3,6 +3,7 @@ evaluate valid and test, and write `runs/<run_id>/result.json`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from bench.evaluation import evaluate
 from bench.models.registry import build_config, create_model
 from bench.paths import is_under, remove_tree, stored_path
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
-from bench.tracking import log_summary, make_logger
+from bench.tracking import destination, log_summary, make_logger, sync_command, wandb_mode
 from bench.training.config import RunConfig
 
 # Settings that do not change what a run computes stay out of its id.
@@ -44,12 +45,12 @@ _NOT_IN_ID = {
 
 # Settings added after runs were published: at their defaults they stay out of the id,
 # so a run made before they existed keeps its id.
-_LATER_KEYS = {"training": "prefixes", "optimizer": "auto"}
+_LATER_KEYS = {"training": "prefixes", "optimizer": "auto", "max_time": None}
 
 
 # Settings that only set how long training may go on: `--resume` may raise them to
-# continue a run (a finished one included) for more epochs.
-BUDGET_KEYS = ("max_epochs", "patience")
+# continue a run (a finished one included) for more epochs or more time.
+BUDGET_KEYS = ("max_epochs", "patience", "max_time")
 IDENTITY_FILE = "identity.json"
 
 
@@ -65,7 +66,7 @@ def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: st
     """What a run computes: its settings, protocol (and hash) and data fingerprint."""
     payload = config.model_dump(exclude=_NOT_IN_ID)
     for key, default in _LATER_KEYS.items():
-        if payload[key] == default:
+        if key in payload and payload[key] == default:
             del payload[key]
     payload["protocol"] = protocol
     if protocol_hash:
@@ -79,6 +80,15 @@ def run_id_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: 
     payload = identity(config, protocol, protocol_hash, data)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
+
+
+def group_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> str:
+    """The run id without its seed: the W&B group that puts the seeds of one
+    configuration side by side."""
+    payload = identity(config, protocol, protocol_hash, data)
+    payload.pop("seed", None)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return f"{config.model}-{config.dataset}-{protocol}-{digest[:8]}"
 
 
 def differences(old: dict, new: dict) -> list[str]:
@@ -303,6 +313,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         data_dir=config.data_dir,
         cache_dir=config.cache_dir,
         adapter_options=config.adapter_options or None,
+        progress=progress and not is_launched_rank(),
     )
     meta = read_meta(artifact)
     protocol = meta["protocol"]
@@ -352,9 +363,12 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         "artifact": str(artifact),
     }
     tracked = {**result, "run_config": config.model_dump()}
+    group = config.wandb_group or group_for(config, protocol, meta["hash"], fingerprint)
+    if config.wandb:
+        result["wandb"] = destination(group)
     if model.neural:
         if logger is None and config.wandb:
-            logger = make_logger(run_id, config.wandb_group, run_dir / "wandb", tracked)
+            logger = make_logger(run_id, group, run_dir / "wandb", tracked)
         checkpoint = resume_from["checkpoint"] if resume_from else None
         result.update(
             _train_neural(config, model, data, ckpt_dir, checkpoint, progress, logger, callbacks)
@@ -368,12 +382,14 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         if config.wandb:
             wandb_dir = log_summary(
                 run_id,
-                config.wandb_group,
+                group,
                 run_dir / "wandb",
                 tracked,
                 _flat_metrics(result["metrics"]),
             )
             result["wandb_dir"] = _relative(wandb_dir, run_dir)
+    if result.get("wandb_dir") and progress and not is_launched_rank():
+        _say(f"W&B {wandb_mode()} run; to upload it: {sync_command(run_dir / result['wandb_dir'])}")
     if resume_from and resume_from.get("from_run"):
         result["continued_from"] = resume_from["from_run"]
     # per-target arrays for paired significance; paths relative to the run folder, so
@@ -402,7 +418,13 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
 
 
 def _flat_metrics(metrics: dict) -> dict:
-    return {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}
+    """W&B summary keys in the namespaces training logs under: `val/`, `test/`."""
+    prefix = {"valid": "val"}
+    return {
+        f"{prefix.get(split, split)}/{k}": v
+        for split, values in metrics.items()
+        for k, v in values.items()
+    }
 
 
 def _fit_baseline(config: RunConfig, model, data: SequenceDataModule) -> dict:
@@ -484,10 +506,66 @@ def _callbacks(ckpt_dir: Path, monitor: str, patience: int):
     return best, latest, stopping
 
 
+def _progress_callbacks(progress: bool, monitor: str, max_epochs: int) -> list:
+    """How training shows itself: on a terminal, Lightning's bar with the validation
+    metric beside the loss; piped (nohup, a scheduler, a log file), one plain line per
+    epoch instead of bar redraws that a file cannot undo."""
+    from lightning.pytorch.callbacks import Callback, RichProgressBar
+
+    if not progress:
+        return []
+    if sys.stdout.isatty():
+
+        class MonitoredBar(RichProgressBar):
+            def get_metrics(self, trainer, pl_module) -> dict:
+                items = super().get_metrics(trainer, pl_module)
+                items.pop("v_num", None)
+                value = trainer.callback_metrics.get(monitor)
+                if value is not None:
+                    items[monitor] = f"{float(value):.4f}"
+                return items
+
+        return [MonitoredBar(leave=True)]
+
+    class EpochLines(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero:
+                return
+            metrics = trainer.callback_metrics
+            parts = [f"epoch {trainer.current_epoch + 1}/{max_epochs}"]
+            loss = metrics.get("train/loss_epoch", metrics.get("train/loss"))
+            if loss is not None:
+                parts.append(f"train loss {float(loss):.4f}")
+            if metrics.get(monitor) is not None:
+                parts.append(f"{monitor} {float(metrics[monitor]):.4f}")
+            parts.append(f"{time.perf_counter() - self.start:.1f} s")
+            print("  ".join(parts), flush=True)
+
+    return [EpochLines()]
+
+
+def _stopped_by(trainer, stopping, config) -> str:
+    """Which budget ended training, for the result's training_budget."""
+    from lightning.pytorch.callbacks import Timer
+
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    if stopping.stopped_epoch:
+        return "patience"
+    if timers and timers[0].time_remaining("train") <= 0:
+        return "max_time"
+    if trainer.current_epoch >= config.max_epochs:
+        return "max_epochs"
+    return "other"
+
+
 def _train_neural(
     config, model, data, ckpt_dir: Path, resume_from, progress, logger, extra_callbacks
 ) -> dict:
     import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bench.training.module import SequenceTask
@@ -507,15 +585,17 @@ def _train_neural(
     gpu = config.accelerator in ("gpu", "cuda") or (
         config.accelerator == "auto" and torch.cuda.is_available()
     )
+    shown = _progress_callbacks(progress, monitor, config.max_epochs)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
+        max_time=dt.timedelta(seconds=config.max_time) if config.max_time else None,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
         precision=config.precision or ("bf16-mixed" if gpu else "32-true"),
-        callbacks=[checkpoint, latest, stopping, *extra_callbacks],
+        callbacks=[checkpoint, latest, stopping, *shown, *extra_callbacks],
         logger=logger if logger else False,
-        enable_progress_bar=progress,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in shown),
         enable_model_summary=False,
         deterministic=not gpu,
         num_sanity_val_steps=0,
@@ -528,6 +608,7 @@ def _train_neural(
         trainer.fit(task, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
         train_seconds = time.perf_counter() - start
         epochs = trainer.current_epoch
+        stopped_by = _stopped_by(trainer, stopping, config)
         best = checkpoint.best_model_path or str(last)
         start = time.perf_counter()
         valid = trainer.validate(task, datamodule=data, ckpt_path=best, verbose=False)[0]
@@ -550,6 +631,12 @@ def _train_neural(
         },
         "best_epoch": best_epoch,
         "epochs": epochs,
+        "training_budget": {
+            "max_epochs": config.max_epochs,
+            "max_time": config.max_time,
+            "patience": config.patience,
+            "stopped_by": stopped_by,
+        },
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(epochs, 1),
         "eval_seconds": eval_seconds,
