@@ -139,7 +139,8 @@ Params = Annotated[
         "--set",
         "--param",
         metavar="KEY=VALUE",
-        help="Protocol parameter, repeatable (e.g. --set min_item_support=3).",
+        help="Protocol parameter, repeatable (e.g. --set min_item_support=3; the "
+        "protocol. prefix that `bench run` takes is accepted too).",
     ),
 ]
 AdapterOptions = Annotated[
@@ -148,7 +149,7 @@ AdapterOptions = Annotated[
         "--option",
         "-o",
         metavar="KEY=VALUE",
-        help="Adapter option, repeatable (e.g. for `custom`: -o file=log.csv).",
+        help="Adapter option, repeatable (e.g. for `custom`: -o path=log.csv).",
     ),
 ]
 Columns = Annotated[
@@ -184,12 +185,27 @@ def _prepare(dataset, protocol, target, params, options, columns, data_dir, cach
         dataset,
         protocol,
         target=target.value,
-        params=parse_assignments(params, "--set") or None,
+        params=_protocol_params(params) or None,
         data_dir=data_dir,
         cache_dir=cache_dir,
         force=force,
         adapter_options=adapter_options or None,
+        progress=True,  # stage lines on stderr: stdout keeps the statistics (and --json)
     )
+
+
+def _protocol_params(params: list[str] | None) -> dict:
+    """--set values of a protocol, with or without the `protocol.` prefix `bench run`
+    needs, so the same --set works on both commands."""
+    values = parse_assignments(params, "--set")
+    out = {key.removeprefix("protocol."): value for key, value in values.items()}
+    if len(out) < len(values):
+        raise ConfigError(
+            "a parameter is given twice (with and without protocol.)",
+            option="--set",
+            hint="give each parameter once",
+        )
+    return out
 
 
 # ---------------------------------------------------------------- bench data ...
@@ -362,6 +378,16 @@ RunSettings = Annotated[
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="YAML file with the same keys as --set.")
 ]
+MaxEpochs = Annotated[int | None, typer.Option("--max-epochs", help="Epoch limit (default 30).")]
+MaxTime = Annotated[
+    str | None,
+    typer.Option(
+        "--max-time",
+        metavar="SECONDS|HH:MM:SS",
+        help="Wall-clock limit on training (e.g. 120 or 00:02:00); the best epoch so far "
+        "is then evaluated. Recorded with the run; --resume may raise it.",
+    ),
+]
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -399,7 +425,7 @@ def models_list(
 @app.command(
     "run",
     epilog="Example: [bold]bench run --model gnn_lstm --dataset taobao --seed 1 "
-    "--set embedding_dim=128 --set lr=0.002[/]",
+    "--max-time 00:02:00 --set embedding_dim=128 --set lr=0.002[/]",
 )
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (`bench models`).")],
@@ -410,7 +436,8 @@ def run(
     settings: RunSettings = None,
     options: AdapterOptions = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for everything.")] = None,
-    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch limit.")] = None,
+    max_epochs: MaxEpochs = None,
+    max_time: MaxTime = None,
     devices: Annotated[
         str | None, typer.Option("--devices", help="Devices (a number, or 'auto').")
     ] = None,
@@ -457,6 +484,7 @@ def run(
         "target": target.value if target else None,
         "seed": seed,
         "max_epochs": max_epochs,
+        "max_time": max_time,
         "devices": int(devices) if devices and devices.isdigit() else devices,
         "strategy": strategy,
         "accelerator": accelerator,
@@ -559,17 +587,27 @@ def _sweep_common(
     cpu_seconds=None,
     pruner=None,
     patience=None,
+    max_epochs=None,
+    max_time=None,
 ) -> dict:
     from bench.training.config import RUN_KEYS, load_config_file
 
     run = load_config_file(config) if config else {}
     run.update(parse_assignments(settings, "--set"))
-    unknown = sorted(set(run) - RUN_KEYS)
+    # protocol.<name>, as `bench run` takes it: a protocol parameter of every trial
+    fixed = {
+        k.removeprefix("protocol."): run.pop(k) for k in list(run) if k.startswith("protocol.")
+    }
+    if fixed:
+        run["protocol_params"] = {**(run.get("protocol_params") or {}), **fixed}
+    run.update({k: v for k, v in (("max_epochs", max_epochs), ("max_time", max_time)) if v})
+    unknown = sorted(set(run) - RUN_KEYS - {"protocol_params"})
     if unknown:
         raise ConfigError(
             f"unknown run setting(s) {', '.join(unknown)}",
             option="--set",
-            hint=f"sweeps take run settings only: {', '.join(sorted(RUN_KEYS))}",
+            hint=f"sweeps take run settings ({', '.join(sorted(RUN_KEYS))}) and "
+            "protocol.<name>; the search space sets the model's hyperparameters",
         )
     run.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v})
     if threads:
@@ -645,7 +683,7 @@ PatienceTrials = Annotated[
 @app.command(
     "sweep",
     epilog="Example: [bold]bench sweep --model sasrec --dataset ml-100k --trials 30 --workers 2 "
-    "--set max_epochs=20[/]",
+    "--max-epochs 20[/]",
 )
 def sweep_cmd(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (`bench models`).")],
@@ -675,6 +713,8 @@ def sweep_cmd(
     cpu_seconds: CpuSeconds = None,
     pruner: PrunerOpt = PrunerName.median,
     patience: PatienceTrials = None,
+    max_epochs: MaxEpochs = None,
+    max_time: MaxTime = None,
 ) -> None:
     """Tune a model with Optuna (TPE, pruning), then train the best with several seeds."""
     from bench.sweep import SweepOptions, sweep
@@ -705,6 +745,8 @@ def sweep_cmd(
         cpu_seconds=cpu_seconds,
         pruner=pruner,
         patience=patience,
+        max_epochs=max_epochs,
+        max_time=max_time,
     )
     outcome = sweep(
         SweepOptions(
@@ -733,7 +775,7 @@ def sweep_cmd(
 @app.command(
     "automl",
     epilog="Example: [bold]bench automl --dataset ml-100k --models gru4rec,sasrec,sknn --trials 20 "
-    "--cpu-seconds 3600[/]",
+    "--cpu-seconds 3600 --max-epochs 20[/]",
 )
 def automl_cmd(
     dataset: Dataset,
@@ -759,6 +801,8 @@ def automl_cmd(
     cpu_seconds: CpuSeconds = None,
     pruner: PrunerOpt = PrunerName.median,
     patience: PatienceTrials = None,
+    max_epochs: MaxEpochs = None,
+    max_time: MaxTime = None,
 ) -> None:
     """The same tuning budget for every model, then the leaderboard of the data set."""
     from bench.sweep import automl
@@ -779,6 +823,8 @@ def automl_cmd(
         cpu_seconds=cpu_seconds,
         pruner=pruner,
         patience=patience,
+        max_epochs=max_epochs,
+        max_time=max_time,
     )
     outcome = automl(
         dataset,
@@ -819,14 +865,19 @@ def leaderboard_cmd(
 @app.command("dashboard", epilog="Example: [bold]bench dashboard --storage runs/optuna.db[/]")
 def dashboard_cmd(
     storage: SweepStorage = None,
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")
+    ] = 8080,
 ) -> None:
     """Serve optuna-dashboard for the sweep studies on 127.0.0.1."""
     from bench.dashboard import existing_storage, serve
 
+    def ready(url: str) -> None:  # called once the port listens: the URL answers
+        Console().print(f"optuna-dashboard on [bold]{url}[/] (Ctrl-C stops)")
+        sys.stdout.flush()
+
     existing_storage(storage)  # a missing file is refused before anything is printed
-    Console().print(f"optuna-dashboard on [bold]http://127.0.0.1:{port}/[/] (Ctrl-C stops)")
-    serve(storage, port=port)
+    serve(storage, port=port, ready=ready)
 
 
 @app.command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import ConfigError
@@ -24,10 +25,36 @@ def existing_storage(storage: str | None) -> str:
     return storage_url(given)
 
 
-def serve(storage: str | None = None, port: int = 8080, host: str = "127.0.0.1") -> None:
-    """Serve until interrupted. Binds to loopback unless the user names another host."""
+def serve(
+    storage: str | None = None,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted. Binds to loopback unless the user names another host.
+    `ready(url)` is called only once the socket listens, so a printed URL answers when
+    clicked; port 0 takes a free port, and the URL names the one taken."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
     import optuna
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     url = existing_storage(storage)
-    run_server(optuna.storages.RDBStorage(url), host=host, port=port)
+    app = wsgi(optuna.storages.RDBStorage(url))
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args) -> None:  # one line per request otherwise
+            pass
+
+    try:
+        server = make_server(host, port, app, handler_class=QuietHandler)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {err.strerror or err}",
+            option="--port",
+            hint="choose another port (e.g. --port 8081), or stop what holds this one",
+        ) from None
+    with server:
+        if ready is not None:
+            ready(f"http://{host}:{server.server_port}/")
+        server.serve_forever()

@@ -229,6 +229,7 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
         sampler=TrialSeededTPE(name, n_startup_trials=5),
         pruner=make_pruner(opts.pruner),
     )
+    study.set_metric_names([f"valid {opts.run.get('monitor', 'ndcg@10')}"])  # dashboard axis
     want = {
         "model": opts.model,
         "dataset": opts.dataset,
