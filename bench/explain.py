@@ -11,6 +11,12 @@
 - neighbours for the session-kNN models (sknn, vsknn, stan): the most similar training
   sessions, their similarity and what each adds to the item's score (they sum to it);
 - matches for repeat: the history's occurrences of the item and what each adds.
+
+Attention is reported as the model computes it, not as an explanation to trust: on the
+planted test histories (tests/test_explain.py) removing the event with the most
+attention costs sasrec's target 3.7x a random event's drop, but narm's, stamp's and
+srgnn's unnormalised alphas pick events no better than chance; the gradient
+attributions pick events whose removal costs 10-20x a random one's.
 """
 
 from __future__ import annotations
