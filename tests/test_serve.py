@@ -200,3 +200,19 @@ def test_every_family_is_served(root, model, extra):
         explained = client.post("/explain", json={"history": history, "item": "40"})
         assert explained.status_code == 200 and len(explained.json()["occlusion"]) == 5
         assert client.post("/recommend", json={"history": ["x"]}).status_code == 422
+
+
+def test_stable_topk_orders_ties_by_item_index():
+    """The server's ranking: best first, equal scores by lower index, across the cut too."""
+    from bench.training.predict import stable_topk
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(2, 60, (1,), generator=gen))
+        k = min(n, int(torch.randint(1, 10, (1,), generator=gen)))
+        scores = torch.randint(0, 4, (3, n), generator=gen).float()
+        values, index = stable_topk(scores, k)
+        for row in range(3):
+            want = sorted(range(n), key=lambda j: (-scores[row, j].item(), j))[:k]
+            assert index[row].tolist() == want
+            assert values[row].tolist() == scores[row, want].tolist()

@@ -17,7 +17,6 @@ import yaml
 from bench.contract import gap_bucket
 from bench.datasets.datamodule import SequenceDataModule
 from bench.errors import BenchError, ConfigError
-from bench.evaluation import chunked_topk
 from bench.models.registry import create_model
 from bench.paths import stored_path
 from bench.training.config import RunConfig
@@ -97,13 +96,19 @@ class History:
 def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of each row, best first, equal scores lower index first (torch.topk leaves
     the order of ties open, and a full stable sort of 39k items costs ~8 ms a row)."""
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    room = k - above.sum(1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(1) <= room))
-    index = chosen.nonzero()[:, 1].view(scores.size(0), k)  # ascending item index
-    values = scores.gather(1, index)
+    n = scores.size(1)
+    values, index = scores.topk(min(k + 1, n), dim=1)
+    if values.size(1) > k and bool((values[:, k] == values[:, k - 1]).any()):
+        # a tie across the cut: of the tied items, the lowest indices make the list
+        kth = values[:, k - 1 : k]
+        above, tied = scores > kth, scores == kth
+        room = k - above.sum(1, keepdim=True)
+        chosen = above | (tied & (tied.cumsum(1) <= room))
+        index = chosen.nonzero()[:, 1].view(scores.size(0), k)
+        values = scores.gather(1, index)
+    values, index = values[:, :k], index[:, :k]
+    by_index = index.argsort(dim=1)
+    values, index = values.gather(1, by_index), index.gather(1, by_index)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices
     return values.gather(1, order), index.gather(1, order)
 
@@ -215,6 +220,7 @@ class Recommender:
                 out = self.model.encode(batch) @ self.model.item_table().T
             else:
                 out = self.model.scores(batch).float()
+        out.nan_to_num_(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)  # NaN ranks last
         out[:, 0] = -torch.inf
         return out
 
@@ -222,19 +228,14 @@ class Recommender:
         self, histories: list[History], ks: list[int], exclude_seen: list[bool]
     ) -> list[list[dict]]:
         """One model pass over the histories: the ranked items of each, raw ids."""
-        batch = self.batch(histories)
         k = min(max(ks), self.n_items)
-        exclude = batch["items"] * torch.tensor(exclude_seen).unsqueeze(1)
-        with torch.no_grad():
-            if self.model.neural:
-                hidden = self.model.encode(batch)
-                scores, top = chunked_topk(hidden, self.model.item_table(), k, exclude=exclude)
-            else:
-                all_scores = self.model.scores(batch).float()
-                all_scores[:, 0] = -torch.inf
-                all_scores.scatter_(1, exclude, -torch.inf)
-                all_scores[:, 0] = -torch.inf
-                scores, top = stable_topk(all_scores, k)
+        scores = self.scores(histories)
+        seen = [h.items if drop else [] for h, drop in zip(histories, exclude_seen, strict=True)]
+        width = max(map(len, seen))
+        if width:
+            exclude = torch.tensor([row + [0] * (width - len(row)) for row in seen])
+            scores.scatter_(1, exclude, -torch.inf)
+        scores, top = stable_topk(scores, k)
         out = []
         for row, want in enumerate(ks):
             ids, values = top[row, :want].tolist(), scores[row, :want].tolist()

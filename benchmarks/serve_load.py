@@ -1,0 +1,194 @@
+"""Latency and throughput of `bench serve` under a bounded load, against 127.0.0.1.
+
+For each run: start `bench serve` in its own process (optionally pinned to CPU cores with
+taskset), wait for /health, warm up, then for each concurrency level send a fixed number
+of POST /recommend requests from that many concurrent asyncio workers (httpx, one
+keep-alive connection each), histories drawn from the run's own test split (raw ids,
+k = 20). Reports p50 / p99 latency per request, requests per second over the level's
+wall time, the mean batch the server formed (/health counters) and any non-200 answer.
+
+The generator shares the machine with the server: on a 2-core box it takes CPU time the
+server could use, so requests/s is a lower bound of the server's capacity.
+
+    .venv/bin/python benchmarks/serve_load.py --runs runs/serve/sasrec-... runs/serve/sknn-... \
+        --server-cores 0 --concurrency 1,8,64 --requests 400,2000,4000 --out serve_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_histories(run_dir: Path, n: int, seed: int = 0) -> list[list[str]]:
+    """Up to n histories of the run's test split as raw item ids (oldest first)."""
+    import polars as pl
+
+    from bench.datasets.datamodule import SequenceDataModule
+
+    result = json.loads((run_dir / "result.json").read_text())
+    data = SequenceDataModule(result["artifact"], eval_batch_size=n)
+    raw = dict(
+        pl.read_parquet(Path(result["artifact"]) / "items.parquet", columns=["item", "raw_item"])
+        .cast({"item": pl.Int64, "raw_item": pl.String})
+        .iter_rows()
+    )
+    dataset = data.dataset("test")
+    rows = random.Random(seed).sample(range(len(dataset)), min(n, len(dataset)))
+    batch = dataset.__getitems__(rows)
+    out = []
+    for items, length in zip(batch["items"].tolist(), batch["lengths"].tolist(), strict=True):
+        out.append([raw[i] for i in items[:length]])
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run_dir: Path, port: int, cores: str | None, threads: int, max_batch: int):
+    command = [sys.executable, "-m", "bench.cli", "serve", "--run", str(run_dir)]
+    command += ["--port", str(port), "--threads", str(threads), "--max-batch", str(max_batch)]
+    if cores:
+        command = ["taskset", "-c", cores, *command]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600  # sknn fits its index at start-up
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bench serve exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("bench serve did not come up within 600 s")
+
+
+async def load(url: str, histories: list[list[str]], concurrency: int, n: int) -> dict:
+    """n requests from `concurrency` workers; latencies in seconds, wall time, errors."""
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    counter = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            for i in counter:
+                body = {"history": histories[i % len(histories)], "k": 20}
+                start = time.perf_counter()
+                answer = await client.post("/recommend", json=body)
+                latencies.append(time.perf_counter() - start)
+                if answer.status_code != 200:
+                    errors[answer.status_code] = errors.get(answer.status_code, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"latencies": latencies, "wall": wall, "errors": errors}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bench_run(run_dir: Path, args) -> list[dict]:
+    histories = test_histories(run_dir, 2000)
+    port = free_port()
+    proc, url = start_server(run_dir, port, args.server_cores, args.threads, args.max_batch)
+    rows = []
+    try:
+        asyncio.run(load(url, histories, 4, args.warmup))
+        for concurrency, n in zip(args.concurrency, args.requests, strict=True):
+            before = httpx.get(f"{url}/health").json()
+            out = asyncio.run(load(url, histories, concurrency, n))
+            after = httpx.get(f"{url}/health").json()
+            batches = after["batches"] - before["batches"]
+            lat = out["latencies"]
+            row = {
+                "run": run_dir.name,
+                "model": after["model"],
+                "n_items": after["n_items"],
+                "concurrency": concurrency,
+                "requests": n,
+                "p50_ms": 1000 * percentile(lat, 0.50),
+                "p99_ms": 1000 * percentile(lat, 0.99),
+                "requests_per_s": n / out["wall"],
+                "mean_batch": (after["requests"] - before["requests"]) / max(batches, 1),
+                "errors": out["errors"],
+            }
+            rows.append(row)
+            print(
+                f"{row['model']:>9} c={concurrency:<3} p50 {row['p50_ms']:7.2f} ms  "
+                f"p99 {row['p99_ms']:7.2f} ms  {row['requests_per_s']:7.0f} req/s  "
+                f"batch {row['mean_batch']:5.1f}  errors {row['errors'] or 0}",
+                flush=True,
+            )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, type=Path, help="finished run folders")
+    parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--requests", default="500,2000,4000", help="requests per level")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--server-cores", help="taskset CPU list for the server, e.g. 0 or 0,1")
+    parser.add_argument("--client-cores", help="CPU list for this load generator")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="write the rows as JSON")
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.requests = [int(c) for c in args.requests.split(",")]
+    if len(args.requests) != len(args.concurrency):
+        parser.error("give one --requests count per --concurrency level")
+    if args.client_cores:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cores.split(",")})
+    rows = []
+    for run_dir in args.runs:
+        rows += bench_run(run_dir, args)
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "server_cores": args.server_cores or "any",
+        "client_cores": args.client_cores or "any",
+        "load_average": os.getloadavg(),
+    }
+    if args.out:
+        args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print("\n| model | concurrency | p50 ms | p99 ms | requests/s | mean batch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['requests_per_s']:.0f} | {r['mean_batch']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
