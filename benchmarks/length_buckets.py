@@ -32,7 +32,6 @@ def child(arm: str, batches: int, data: Path, seed: int) -> dict:
     """Train `batches` batches under `arm`; returns the JSON row."""
     import lightning as L
     import torch
-    from torch.utils.data import DistributedSampler
 
     from bench.datasets import datamodule
     from bench.datasets.prepare import prepare
@@ -40,14 +39,6 @@ def child(arm: str, batches: int, data: Path, seed: int) -> dict:
     from bench.training.module import SequenceTask
 
     torch.set_num_threads(1)
-    if arm == "random":  # the sampler before length buckets
-
-        def plain(dataset, lengths, batch_size, *, num_replicas, rank, seed):
-            return DistributedSampler(
-                dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed
-            )
-
-        datamodule.LengthBucketSampler = plain
 
     class Timer(L.Callback):
         cpu = 0.0
@@ -69,7 +60,9 @@ def child(arm: str, batches: int, data: Path, seed: int) -> dict:
             data_dir=data / "diginetica-dynamicrec",
             cache_dir=cache,
         )
-        module = datamodule.SequenceDataModule(folder, batch_size=256, training="sequences")
+        module = datamodule.SequenceDataModule(
+            folder, batch_size=256, training="sequences", length_buckets=arm != "random"
+        )
         module.seed = seed
         torch.manual_seed(seed)
         task = SequenceTask(create_model("gru4rec", module.spec()), loss="full")

@@ -49,7 +49,9 @@ def artifact(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("training", ["prefixes", "sequences"])
 def test_real_batches_hold_each_example_once_with_little_padding(artifact, training):
-    module = SequenceDataModule(artifact, batch_size=BATCH, training=training, seed=3)
+    module = SequenceDataModule(
+        artifact, batch_size=BATCH, training=training, seed=3, length_buckets=True
+    )
     loader = module.train_dataloader()
     dataset = loader.dataset
     lengths = dataset.lengths()
@@ -105,3 +107,22 @@ def test_ranks_take_disjoint_equal_shards_of_the_same_permutation():
     for bucketed, unbucketed in zip(shards, plain, strict=True):
         assert sorted(bucketed) == sorted(unbucketed)  # DistributedSampler's shard, reordered
     assert set(shards[0]) | set(shards[1]) == set(range(999))
+
+
+def test_buckets_are_asked_for_and_named_in_the_run_id(artifact):
+    """Off by default (on ml-100k they peaked early and lower), so a run without them
+    keeps the plain shuffled order and its id; asking for them is another run."""
+    from torch.utils.data import DistributedSampler
+
+    from bench.training.config import resolve
+    from bench.training.run import run_id_for
+
+    plain = SequenceDataModule(artifact, batch_size=BATCH, seed=3).train_dataloader().sampler
+    assert type(plain) is DistributedSampler and plain.shuffle
+    base = {"model": "gru4rec", "dataset": "diginetica-dynamicrec"}
+    default = resolve({}, {}, dict(base))
+    bucketed = resolve({}, {"length_buckets": True}, dict(base))
+    assert run_id_for(default, "user-loo") != run_id_for(bucketed, "user-loo")
+    assert run_id_for(default, "user-loo") == run_id_for(
+        resolve({}, {"length_buckets": False}, dict(base)), "user-loo"
+    )

@@ -284,8 +284,10 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         training: str = "prefixes",
+        length_buckets: bool = False,
     ) -> None:
         super().__init__()
+        self.length_buckets = length_buckets
         if training not in TRAINING_MODES:
             raise DataError(
                 f"unknown training mode {training!r}", hint=f"choose {' or '.join(TRAINING_MODES)}"
@@ -467,20 +469,25 @@ class SequenceDataModule(L.LightningDataModule):
         return self._splits["train_windows"]
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by (seed, epoch) into batches of similar length (LengthBucketSampler):
-        Lightning calls the sampler's set_epoch each epoch, so a run resumed at epoch k
-        sees the same order as an uninterrupted one; under several processes each rank
-        takes its shard of the permutation."""
+        """Shuffled by (seed, epoch), with `length_buckets` into batches of similar length
+        (LengthBucketSampler): Lightning calls the sampler's set_epoch each epoch, so a
+        run resumed at epoch k sees the same order as an uninterrupted one; under several
+        processes each rank takes its shard of the permutation."""
         dataset = self.train_windows() if self.training == "sequences" else self.dataset("train")
         world, rank = self._world()
-        sampler = LengthBucketSampler(
-            dataset,
-            dataset.lengths(),
-            self.batch_size,
-            num_replicas=world,
-            rank=rank,
-            seed=self.seed,
-        )
+        if self.length_buckets:
+            sampler = LengthBucketSampler(
+                dataset,
+                dataset.lengths(),
+                self.batch_size,
+                num_replicas=world,
+                rank=rank,
+                seed=self.seed,
+            )
+        else:
+            sampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+            )
         return self._loader(dataset, self.batch_size, sampler)
 
     def split_dataloader(self, name: str) -> DataLoader:

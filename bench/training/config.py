@@ -45,6 +45,10 @@ class RunConfig(pydantic.BaseModel):
     # windows with a loss at every position (SASRec's and BERT4Rec's papers), for the
     # models that allow it: the same targets for a fraction of the encoder work
     training: Literal["prefixes", "sequences"] = "prefixes"
+    # batches of similar history length (less padding: 6-20% less CPU per epoch on
+    # session data); off by default: on ml-100k (sequences) it peaked early and lower
+    # (BENCHMARKS.md "Cheaper full-softmax steps and length buckets")
+    length_buckets: bool = False
     # auto: LazyAdamW with row-sparse item gradients under sampled softmax, else AdamW
     optimizer: Literal["auto", "adamw", "lazy_adamw"] = "auto"
     exclude_history: bool = False

@@ -45,7 +45,12 @@ _NOT_IN_ID = {
 
 # Settings added after runs were published: at their defaults they stay out of the id,
 # so a run made before they existed keeps its id.
-_LATER_KEYS = {"training": "prefixes", "optimizer": "auto", "max_time": None}
+_LATER_KEYS = {
+    "training": "prefixes",
+    "optimizer": "auto",
+    "max_time": None,
+    "length_buckets": False,
+}
 
 
 # Settings that only set how long training may go on: `--resume` may raise them to
@@ -342,6 +347,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
         num_workers=config.num_workers,
         seed=config.seed,
         training=config.training,
+        length_buckets=config.length_buckets,
     )
     spec = data.spec()
     model = create_model(config.model, spec, config.params)
