@@ -229,7 +229,9 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
         sampler=TrialSeededTPE(name, n_startup_trials=5),
         pruner=make_pruner(opts.pruner),
     )
-    study.set_metric_names([f"valid {opts.run.get('monitor', 'ndcg@10')}"])  # dashboard axis
+    with warnings.catch_warnings():  # the dashboard's objective axis; "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([f"valid {opts.run.get('monitor', 'ndcg@10')}"])
     want = {
         "model": opts.model,
         "dataset": opts.dataset,
