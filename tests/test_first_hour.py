@@ -102,6 +102,7 @@ def test_prepare_reports_its_stages_and_takes_the_protocol_prefix(tmp_path):
     assert path.search(prefixed.stdout).group(1) == path.search(built.stdout).group(1)
 
 
+@pytest.mark.slow
 def test_sweep_takes_budget_and_protocol_options_into_its_trials(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the trials' runs/ lands here
     out = _bench(

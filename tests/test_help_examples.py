@@ -240,6 +240,7 @@ def _before(args: list[str], tmp: Path) -> None:
         )
 
 
+@pytest.mark.slow  # about 4 minutes for all of them on 2 busy cores
 @pytest.mark.parametrize(("where", "text"), EXAMPLES, ids=[f"{w}: {t[:70]}" for w, t in EXAMPLES])
 def test_example_runs(where, text, workspace, tmp_path, monkeypatch, request):
     reason = _skip_reason(text)
