@@ -199,8 +199,12 @@ def run_recbole(
     batches: int,
     anomaly: str = "shipped",
     fit: bool = False,
+    extra: tuple[str, ...] = (),
+    log: Path | None = None,
 ) -> dict:
-    """One RecBole worker process: timed epochs, or with `fit` training to early stopping."""
+    """One RecBole worker process: timed epochs, or with `fit` training to early stopping.
+    `extra` goes to the worker's command line (e.g. `--deadline T`); with `log` its
+    stderr goes to that file as it is written (else it is kept for an error message)."""
     cmd = [
         str(python),
         str(ROOT / "benchmarks" / "recbole_worker.py"),
@@ -219,14 +223,21 @@ def run_recbole(
     ]
     if fit:
         cmd.append("--fit")
+    cmd += list(extra)
     for key, value in pair.recbole_settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     env = thread_env(1)
     env.pop("PYTHONPATH", None)  # nothing of bench inside RecBole's process
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # its trainer reloads its own checkpoints
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if log is None:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        err = proc.stderr
+    else:
+        with open(log, "w") as stream:
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=stream, text=True)
+        err = Path(log).read_text()
     if proc.returncode != 0:
-        raise RuntimeError(f"RecBole {pair.recbole} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"RecBole {pair.recbole} failed:\n{err[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

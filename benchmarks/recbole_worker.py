@@ -15,7 +15,7 @@ as bench's side does, to keep a comparison of six models within a session's time
 busy machine; the measured seconds and N are reported too.
 
 Usage: python recbole_worker.py --model GRU4Rec --workdir DIR [--epochs N]
-       [--batches N] [--set key=json_value ...]
+       [--batches N] [--fit [--deadline UNIX_TIME]] [--set key=json_value ...]
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def main() -> None:
         action="store_true",
         help="train to early stopping (trainer.fit, stopping_step 10, at most --epochs), "
         "then report the best checkpoint's test metrics",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="with --fit: Unix time after which no epoch starts (0 = none)",
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     args = parser.parse_args()
@@ -205,20 +211,58 @@ def main() -> None:
     sys.stdout.write(json.dumps(out) + "\n")
 
 
+class _Stop(Exception):
+    """Ends trainer.fit before an epoch starts: the deadline passed, or SIGTERM came."""
+
+
 def fit(trainer, train_data, valid_data, test_data, args, setup_seconds: float) -> None:
-    """RecBole's own fit (early stopping on valid MRR@10), then test on its best model."""
+    """RecBole's own fit (early stopping on valid MRR@10), then test on its best model;
+    also reports each epoch's training CPU seconds, valid MRR@10 and the best epoch.
+
+    With `--deadline T` (Unix time) no epoch starts after T, and SIGTERM does the same at
+    the next epoch boundary: the fit ends there and the best checkpoint saved so far is
+    tested, reported with `stopped_by` "deadline" / "signal" (else "early stopping" or
+    "epoch cap"). Each epoch's valid MRR@10 and CPU seconds go to stderr as it ends."""
+    import signal
+
     import torch
 
-    epochs = []
-    train_epoch = trainer._train_epoch
+    epochs, valid_scores = [], []  # per epoch: train CPU seconds; valid MRR@10
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+    stop = {"by": None}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(by="signal"))
 
     def counted(*a, **k):
-        epochs.append(len(epochs))
-        return train_epoch(*a, **k)
+        if epochs and args.deadline and time.time() > args.deadline:
+            stop["by"] = stop["by"] or "deadline"
+        if stop["by"]:
+            raise _Stop(stop["by"])
+        c = time.process_time()
+        out = train_epoch(*a, **k)
+        epochs.append(time.process_time() - c)
+        return out
 
-    trainer._train_epoch = counted
+    def scored(*a, **k):
+        score, result = valid_epoch(*a, **k)
+        valid_scores.append(float(score))
+        print(
+            f"epoch {len(valid_scores)} valid MRR@10 {float(score):.4f} "
+            f"train CPU s {epochs[-1] if epochs else 0:.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = counted, scored
     w, c = time.perf_counter(), time.process_time()
-    best_valid, best_metrics = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    try:
+        best_valid, best_metrics = trainer.fit(
+            train_data, valid_data, saved=True, show_progress=False
+        )
+        stopped_by = "early stopping" if len(epochs) < args.epochs else "epoch cap"
+    except _Stop as why:
+        best_valid, best_metrics = trainer.best_valid_score, trainer.best_valid_result
+        stopped_by = str(why)
     fit_wall, fit_cpu = time.perf_counter() - w, time.process_time() - c
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     out = {
@@ -229,6 +273,13 @@ def fit(trainer, train_data, valid_data, test_data, args, setup_seconds: float) 
         "fit_seconds": fit_wall,
         "fit_cpu_seconds": fit_cpu,
         "epochs_run": len(epochs),
+        "max_epochs": args.epochs,
+        "stopped_by": stopped_by,
+        "stopped_early": stopped_by == "early stopping",
+        # RecBole keeps the first best (strictly greater) valid score; counted from 1
+        "best_epoch": valid_scores.index(max(valid_scores)) + 1 if valid_scores else None,
+        "valid_mrr@10_per_epoch": valid_scores,
+        "train_epoch_cpu_seconds": epochs,
         "best_valid_mrr@10": float(best_valid),
         "valid_metrics": {k: float(v) for k, v in best_metrics.items()},
         "test_metrics": {k: float(v) for k, v in test.items()},
