@@ -22,6 +22,9 @@ torch.set_num_threads(1)  # the suite shares a few cores with long-running campa
 DATA_DIR = Path(
     os.environ.get("BENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
+# Code under test that finds data by itself (prepare("ml-100k"), CLI subprocesses) looks
+# in the same place as the tests.
+os.environ.setdefault("BENCH_DATA_DIR", str(DATA_DIR))
 
 
 def real_data(name: str) -> Path | None:

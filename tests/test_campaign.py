@@ -21,6 +21,7 @@ DATA = Path(
 ).resolve()  # the test changes directory
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "ml-100k").exists(), reason="ml-100k not available")
 def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(DATA))

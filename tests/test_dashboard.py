@@ -7,6 +7,7 @@ import time
 import urllib.request
 
 import optuna
+import pytest
 
 
 def _free_port() -> int:
@@ -22,6 +23,7 @@ def _get(url: str) -> tuple[int, bytes, dict]:
         return response.status, response.read(), dict(response.headers)
 
 
+@pytest.mark.slow
 def test_dashboard_answers_and_serves_its_page(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="gru4rec-ml-100k-user-loo-any", storage=storage)

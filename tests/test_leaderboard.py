@@ -377,6 +377,7 @@ CHROMIUM_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_page_opens_in_headless_chromium(store, tmp_path):
     write_leaderboards(build_tables(store), tmp_path / "boards")

@@ -42,6 +42,7 @@ def test_chunked_loss_and_gradients_equal_plain_cross_entropy(rows):
     assert grads[1][0].abs().max() == 0  # the padding row is never a class
 
 
+@pytest.mark.slow
 def test_at_diginetica_size_the_buffer_is_bounded_and_reused():
     hidden, table, targets = _world(1_500, 38_970, dim=64, seed=1)
     criterion = FullSoftmax(lambda: table)

@@ -31,6 +31,7 @@ def _writer(path: str, worker: int, n: int) -> None:
         )
 
 
+@pytest.mark.slow
 def test_four_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "results.db")
     ResultsStore(path)  # create the schema once

@@ -97,6 +97,7 @@ def test_training_on_whole_sequences_learns(planted_dir, tmp_path, model, epochs
     assert run["run_id"] != run_id_for(prefixes, run["protocol"])
 
 
+@pytest.mark.slow
 def test_sampled_softmax_runs_take_row_sparse_steps(planted_dir, tmp_path):
     """Under sampled softmax a run picks LazyAdamW with a sparse item gradient, and learns."""
     pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
@@ -117,6 +118,7 @@ def test_sampled_softmax_runs_take_row_sparse_steps(planted_dir, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
     full = execute(
         _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),
@@ -214,6 +216,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert out.exit_code == 2 and "not valid YAML" in out.output
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes_gives_the_same_test_metrics(planted_dir, tmp_path):
     """Two gloo processes each rank a shard; gathered sums equal one process's metrics."""
     import os

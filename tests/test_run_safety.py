@@ -212,6 +212,7 @@ def test_resume_with_nothing_to_resume_names_the_nearest_run(tmp_path, data_dir)
         execute(config(data_dir, runs, "gru4rec", lr=0.005, resume=True), progress=False)
 
 
+@pytest.mark.slow
 def test_a_finished_run_continues_for_more_epochs_as_a_new_run(tmp_path, data_dir, capsys):
     runs = tmp_path / "runs"
     short = execute(config(data_dir, runs, "gru4rec", max_epochs=1), progress=False)
@@ -260,6 +261,7 @@ def test_runs_dir_moves_the_results_store_with_it(tmp_path, data_dir, monkeypatc
 # ---------------------------------------------------------------- SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_the_checkpoints_writes_no_result_and_exits_non_zero(tmp_path, data_dir):
     """Wait for the first epoch's checkpoint (an event, not a fixed sleep), then SIGTERM."""
     runs = tmp_path / "runs"

@@ -204,6 +204,7 @@ def test_accidental_hits_are_masked():
     assert torch.count_nonzero(grad) == 0
 
 
+@pytest.mark.slow
 def test_sampled_softmax_learns_the_planted_task_like_full_softmax():
     spec, train, test, _ = planted_task(seed=0, n_items=400)
 
@@ -318,6 +319,7 @@ def million():
     return spec, batches
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gnn_lstm"])
 def test_million_items_train_without_dense_logits(million, name):
     """Sampled softmax (the auto choice here) with the default AdamW: a few steps train,
@@ -354,6 +356,7 @@ def test_the_largest_tensor_check_catches_dense_logits():
     assert monitor.shape == (BATCH, n + 1)
 
 
+@pytest.mark.slow
 def test_million_items_sparse_steps_have_bounded_memory(million):
     """Row-sparse gradients + LazyAdamW: the peak RSS of three steps stays near the two
     Adam moments (2 x the table); rows no batch touched do not move."""

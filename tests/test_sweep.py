@@ -220,6 +220,7 @@ def _check_rows(store: ResultsStore, study: optuna.Study, seeds: int) -> list[di
 # ---------------------------------------------------------------- many workers, one killed
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(HANG_S)
 def test_two_workers_with_one_killed_finish_the_requested_trials(planted, tmp_path, backend):
     """Two worker processes share the study; one is SIGKILLed mid-trial. Its trial turns
@@ -289,6 +290,7 @@ def test_two_workers_with_one_killed_finish_the_requested_trials(planted, tmp_pa
 # ---------------------------------------------------------------- interrupted and re-run
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(HANG_S)
 def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
     """`bench sweep` killed mid-trial and run again continues the study: earlier trials
@@ -362,6 +364,7 @@ def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
 # ---------------------------------------------------------------- pruning, exact counts
 
 
+@pytest.mark.slow
 def test_lightning_callback_prunes_a_trial_worse_than_the_median(planted, tmp_path):
     """optuna-integration's Lightning callback reports every epoch's validation metric;
     a trial below the median of finished trials at epoch 1 is pruned and writes no row."""
@@ -404,6 +407,7 @@ def test_a_trial_started_after_the_count_is_reached_is_failed_not_counted(plante
 # ---------------------------------------------------------------- distinct draws, budgets
 
 
+@pytest.mark.slow
 def test_workers_and_continuations_draw_distinct_trials(planted, tmp_path):
     """sknn's space is small and discrete. Two workers, each with its own sampler as in
     its own process, take turns; then a new sampler continues the study, as a sweep run
@@ -430,6 +434,7 @@ def _finished_in_order(opts) -> list:
     return sorted(finished, key=lambda t: t.datetime_complete)
 
 
+@pytest.mark.slow
 def test_cpu_seconds_stop_the_search_within_one_trial(planted, tmp_path):
     """A budget of CPU seconds ends the search before the trial count: no trial starts
     once the finished ones used the budget, so the spend passes it by one trial at most.
@@ -486,6 +491,7 @@ TRIAL_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_piped_sweep_prints_a_line_per_finished_trial(planted, tmp_path):
     """Not a terminal (CliRunner): no bar, one plain line per finished trial with its
     score, the best so far and its parameters; --pruner is recorded in the budget."""
@@ -623,6 +629,7 @@ def test_leaderboard_of_an_empty_store_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- automl end to end
 
 
+@pytest.mark.slow
 def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(planted, tmp_path):
     args = _cli_args(planted, tmp_path, "unused", study="unused", trials=2, seeds=2)
     for option in ("--model", "--study"):  # automl names its own studies

@@ -272,6 +272,7 @@ def test_pandas_reference_on_a_hand_made_file(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_prepare_scale_benchmark_runs_end_to_end(tmp_path):
     """The benchmark script itself, tiny: both recipes, the table and the agreement check."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_scale.py"

@@ -197,6 +197,7 @@ def _offline_runs(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path, offline):
     config = _config(
         planted, tmp_path, "gru4rec", wandb=True, lr=0.01, params={"embedding_dim": 16}
@@ -311,6 +312,7 @@ def _table_file(run_dir: Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
     study = f"pop-{uuid.uuid4().hex[:8]}"
     opts = SweepOptions(
