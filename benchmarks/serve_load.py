@@ -2,8 +2,9 @@
 
 For each run: start `bench serve` in its own process (optionally pinned to CPU cores with
 taskset), wait for /health, warm up, then for each concurrency level send a fixed number
-of POST /recommend requests from that many concurrent asyncio workers (httpx, one
-keep-alive connection each), histories drawn from the run's own test split (raw ids,
+of POST /recommend requests from that many concurrent asyncio workers (one keep-alive
+connection each: a minimal HTTP/1.1 client by default, httpx with --client httpx; at 64
+in flight httpx's pool costs more CPU than the server on a 2-core box), histories drawn from the run's own test split (raw ids,
 k = 20). Reports p50 / p99 latency per request, requests per second over the level's
 wall time, the mean batch the server formed (/health counters) and any non-200 answer.
 
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,10 +87,61 @@ def start_server(run_dir: Path, port: int, cores: str | None, threads: int, max_
     raise RuntimeError("bench serve did not come up within 600 s")
 
 
+class RawClient:
+    """One HTTP/1.1 keep-alive connection, the fewest Python steps per request: httpx's
+    pool spends more CPU than the server when 64 requests are in flight on a 2-core box."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def __aenter__(self) -> RawClient:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        data = json.dumps(body).encode()
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(data), data)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(
+            int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length")
+        )
+        return status, await self.reader.readexactly(length)
+
+
+async def load_raw(url: str, histories: list[list[str]], concurrency: int, n: int) -> dict:
+    """As `load`, through RawClient connections."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        async with RawClient(host, int(port)) as client:
+            for i in counter:
+                body = {"history": histories[i % len(histories)], "k": 20}
+                start = time.perf_counter()
+                status, _ = await client.post("/recommend", body)
+                latencies.append(time.perf_counter() - start)
+                if status != 200:
+                    errors[status] = errors.get(status, 0) + 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"latencies": latencies, "wall": time.perf_counter() - start, "errors": errors}
+
+
 async def load(url: str, histories: list[list[str]], concurrency: int, n: int) -> dict:
     """n requests from `concurrency` workers; latencies in seconds, wall time, errors."""
     latencies: list[float] = []
-    errors: dict[int, int] = {}
+    errors: dict[int | str, int] = {}
     counter = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -97,10 +150,14 @@ async def load(url: str, histories: list[list[str]], concurrency: int, n: int) -
             for i in counter:
                 body = {"history": histories[i % len(histories)], "k": 20}
                 start = time.perf_counter()
-                answer = await client.post("/recommend", json=body)
+                try:
+                    answer = await client.post("/recommend", json=body)
+                    status = answer.status_code
+                except httpx.TransportError as err:  # counted, not fatal: the level goes on
+                    status = type(err).__name__
                 latencies.append(time.perf_counter() - start)
-                if answer.status_code != 200:
-                    errors[answer.status_code] = errors.get(answer.status_code, 0) + 1
+                if status != 200:
+                    errors[status] = errors.get(status, 0) + 1
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -118,11 +175,16 @@ def bench_run(run_dir: Path, args) -> list[dict]:
     port = free_port()
     proc, url = start_server(run_dir, port, args.server_cores, args.threads, args.max_batch)
     rows = []
+    server = psutil.Process(proc.pid)
     try:
-        asyncio.run(load(url, histories, 4, args.warmup))
+        generate = load_raw if args.client == "raw" else load
+        asyncio.run(generate(url, histories, 4, args.warmup))
         for concurrency, n in zip(args.concurrency, args.requests, strict=True):
             before = httpx.get(f"{url}/health").json()
-            out = asyncio.run(load(url, histories, concurrency, n))
+            cpu = sum(server.cpu_times()[:2])
+            load_before = os.getloadavg()[0]
+            out = asyncio.run(generate(url, histories, concurrency, n))
+            cpu = sum(server.cpu_times()[:2]) - cpu
             after = httpx.get(f"{url}/health").json()
             batches = after["batches"] - before["batches"]
             lat = out["latencies"]
@@ -131,18 +193,25 @@ def bench_run(run_dir: Path, args) -> list[dict]:
                 "model": after["model"],
                 "n_items": after["n_items"],
                 "concurrency": concurrency,
+                "client": args.client,
                 "requests": n,
                 "p50_ms": 1000 * percentile(lat, 0.50),
                 "p99_ms": 1000 * percentile(lat, 0.99),
                 "requests_per_s": n / out["wall"],
                 "mean_batch": (after["requests"] - before["requests"]) / max(batches, 1),
+                # CPU the server spent per request (all its threads): what contention from
+                # other processes does not inflate, unlike the wall-clock columns
+                "server_cpu_ms": 1000 * cpu / n,
+                "model_ms": 1000 * (after["model_seconds"] - before["model_seconds"]) / n,
+                "load_average": max(load_before, os.getloadavg()[0]),
                 "errors": out["errors"],
             }
             rows.append(row)
             print(
                 f"{row['model']:>9} c={concurrency:<3} p50 {row['p50_ms']:7.2f} ms  "
                 f"p99 {row['p99_ms']:7.2f} ms  {row['requests_per_s']:7.0f} req/s  "
-                f"batch {row['mean_batch']:5.1f}  errors {row['errors'] or 0}",
+                f"batch {row['mean_batch']:5.1f}  server CPU {row['server_cpu_ms']:.2f} ms/req  "
+                f"load {row['load_average']:.1f}  errors {row['errors'] or 0}",
                 flush=True,
             )
     finally:
@@ -161,6 +230,9 @@ def main() -> None:
     parser.add_argument("--client-cores", help="CPU list for this load generator")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument(
+        "--client", choices=["raw", "httpx"], default="raw", help="load generator's HTTP client"
+    )
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -181,12 +253,14 @@ def main() -> None:
     }
     if args.out:
         args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print("\n| model | concurrency | p50 ms | p99 ms | requests/s | mean batch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| model | concurrency | p50 ms | p99 ms | requests/s | mean batch | server CPU ms/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['model']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-            f"| {r['requests_per_s']:.0f} | {r['mean_batch']:.1f} |"
+            f"| {r['requests_per_s']:.0f} | {r['mean_batch']:.1f} | {r['server_cpu_ms']:.2f} |"
         )
 
 
