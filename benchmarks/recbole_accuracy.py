@@ -3,8 +3,8 @@
 Numbers far below a published reproduction are bugs (issue 3); this checks bench against
 the reproduction that shares everything: the same `ml-100k.inter`, leave-one-out by time,
 every prefix a training instance, full ranking. RecBole runs its default sequential setup
-(batch 2048, lr 1e-3, Adam, full-softmax CE, early stopping after 10 epochs without a
-better valid MRR@10, then the best checkpoint's test metrics) with the model sizes of
+(batch 2048, lr 1e-3, Adam, full-softmax CE, stopping_step 10: it stops after 11 epochs
+below its best valid MRR@10, then tests the best checkpoint) with the model sizes of
 `recbole_compare.MODELS`, in its own venv (`recbole_compare.ensure_venv`), with its
 autograd anomaly detection off (a debug flag that changes no number, only the time).
 
@@ -14,8 +14,8 @@ bench runs in one of two modes:
   RecBole's batch 2048, lr 1e-3, patience 10 on MRR@10 and the mapped hyperparameters.
 - `--bench-mode default` (issue 11): exactly what `bench run --model X --dataset ml-100k`
   does with no `--set`: the RunConfig defaults (batch 256, lr 1e-3, at most 30 epochs,
-  patience 5 on NDCG@10, training=prefixes) and the model's Config defaults (side
-  features included). Only threads=1, W&B off and the runs/cache folders are set.
+  patience 5 on NDCG@10, training=prefixes, plain shuffled batches) and the model's
+  Config defaults (side features included). Only threads=1, W&B off and the runs/cache folders are set.
   `--set key=value` (bench side only) turns it into an experiment, labelled as such.
 
 One torch thread each, one process at a time. Each side's result is kept in
@@ -27,7 +27,7 @@ definition on both sides.
 
     .venv/bin/python -m benchmarks.recbole_accuracy --models stamp [--max-epochs 300]
     .venv/bin/python -m benchmarks.recbole_accuracy --models stamp,gru4rec --bench-mode default \
-        --max-epochs 60
+        --max-epochs 60 [--recbole-minutes 45]   # RecBole starts no epoch after 45 minutes
     .venv/bin/python -m benchmarks.recbole_accuracy --models sasrec --bench-mode default \
         --sides bench --set dropout=0.2 --set attn_dropout=0.2
 """
@@ -148,6 +148,9 @@ def row_text(name: str, rb: dict | None, be: dict | None, cap: int) -> str:
     cells = [name]
     if rb:
         t, n = rb["test_metrics"], rb["epochs_run"]
+        if rb.get("valid_mrr@10_per_epoch"):  # workers before the fix took the first best
+            scores = rb["valid_mrr@10_per_epoch"]
+            rb["best_epoch"] = len(scores) - scores[::-1].index(max(scores))
         by = rb.get("stopped_by", "early stopping" if n < cap else "epoch cap")
         capped = "" if by == "early stopping" else f" ({by})"
         cells += [
@@ -206,12 +209,6 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="bench side only: a setting or hyperparameter (an experiment)",
     )
-    parser.add_argument(
-        "--random-batches",
-        action="store_true",
-        help="diagnosis (bench side): plain shuffled batches instead of the DataModule's "
-        "length-bucketed ones (LengthBucketSampler), as bench trained before commit 08c8b56",
-    )
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
     parser.add_argument("--venv", type=Path, default=VENV)
     parser.add_argument("--work", type=Path, default=PEERS / "recbole_accuracy")
@@ -224,13 +221,6 @@ def main() -> None:
     torch.set_num_threads(1)
     sides = {s.strip() for s in args.sides.split(",") if s.strip()}
     sets = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
-    if args.random_batches:
-        from torch.utils.data import DistributedSampler
-
-        from bench.datasets import datamodule
-
-        datamodule.LengthBucketSampler.__iter__ = DistributedSampler.__iter__
-        sets = sets | {"_random_batches": True}  # names the result file, not a setting
     tag = bench_tag(args.bench_mode, sets)
     pairs = {p.bench: p for p in MODELS}
     work = args.work
@@ -261,9 +251,8 @@ def main() -> None:
         elif rb_file.exists():
             rb = json.loads(rb_file.read_text())
         if "bench" in sides:
-            real = {k: v for k, v in sets.items() if not k.startswith("_")}
             config = bench_config(
-                pair, args.bench_mode, args.max_epochs, args.data_dir, work / "bench", real
+                pair, args.bench_mode, args.max_epochs, args.data_dir, work / "bench", sets
             )
             be = run_bench(config, be_file.with_suffix(".progress.jsonl"))
             be |= {"mode": args.bench_mode, "set": sets}

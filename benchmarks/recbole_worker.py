@@ -211,6 +211,15 @@ def main() -> None:
     sys.stdout.write(json.dumps(out) + "\n")
 
 
+def recbole_best_epoch(scores: list[float]) -> int | None:
+    """The epoch (from 1) whose checkpoint RecBole tests: its early stopping takes a score
+    >= the best so far as the new best (recbole.utils.early_stopping), so the last of
+    equal best scores; it stops after `stopping_step` + 1 epochs below it."""
+    if not scores:
+        return None
+    return len(scores) - scores[::-1].index(max(scores))
+
+
 class _Stop(Exception):
     """Ends trainer.fit before an epoch starts: the deadline passed, or SIGTERM came."""
 
@@ -276,8 +285,7 @@ def fit(trainer, train_data, valid_data, test_data, args, setup_seconds: float) 
         "max_epochs": args.epochs,
         "stopped_by": stopped_by,
         "stopped_early": stopped_by == "early stopping",
-        # RecBole keeps the first best (strictly greater) valid score; counted from 1
-        "best_epoch": valid_scores.index(max(valid_scores)) + 1 if valid_scores else None,
+        "best_epoch": recbole_best_epoch(valid_scores),
         "valid_mrr@10_per_epoch": valid_scores,
         "train_epoch_cpu_seconds": epochs,
         "best_valid_mrr@10": float(best_valid),
