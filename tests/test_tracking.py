@@ -197,7 +197,6 @@ def _offline_runs(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------- runs
 
 
-@pytest.mark.slow
 def test_neural_run_logs_config_and_per_epoch_metrics_offline(planted, tmp_path, offline):
     config = _config(
         planted, tmp_path, "gru4rec", wandb=True, lr=0.01, params={"embedding_dim": 16}
