@@ -1,6 +1,8 @@
 """`bench explain`: attributions for every model family, and a faithfulness check:
-removing the event an attribution ranks first lowers the item's score more, on average
-over test histories, than removing a random event."""
+removing the event integrated gradients rank first lowers the item's score more, on
+average over test histories, than removing a random event. Attention is not held to
+that: sasrec's passed it (3.7x a random event's drop) in one training and not in the
+next (1.05x) on the same data; see bench/explain.py."""
 
 import pytest
 import torch
@@ -38,7 +40,6 @@ def _test_histories(run_dir: str, n: int = 60) -> list[tuple[History, int]]:
     [
         ("gru4rec", "integrated_gradients"),
         ("sasrec", "integrated_gradients"),
-        ("sasrec", "attention"),
         ("narm", "integrated_gradients"),
         ("stamp", "integrated_gradients"),
     ],
@@ -48,16 +49,27 @@ def test_top_attributed_event_matters_more_than_a_random_one(root, model, method
     top_drops, random_drops = [], []
     for history, target in _test_histories(rec.run_dir):
         drops = torch.tensor(occlusion(rec, history, target))
-        if method == "attention":
-            weights = attention(rec, history)
-        else:
-            weights = integrated_gradients(rec, history, target)[0]
+        weights = integrated_gradients(rec, history, target)[0]
         assert len(weights) == len(history)
         top_drops.append(drops[torch.tensor(weights).argmax()])
         random_drops.append(drops.mean())  # the expected drop of a uniformly random event
     top, rand = torch.stack(top_drops).mean(), torch.stack(random_drops).mean()
     assert len(top_drops) >= 40
     assert top > rand + 0.1, (float(top), float(rand))
+
+
+@pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
+def test_self_attention_weights_are_a_distribution_over_the_history(root, model):
+    """Softmax weights from the read-out position: sasrec sees events 0..n-1 only
+    (causal), bert4rec also its appended [MASK], so its events hold less than 1."""
+    rec = Recommender(train(root, model, max_epochs=1))
+    for raw in (["3", "7"], ["12", "5", "40", "1", "33", "9"]):
+        weights = torch.tensor(attention(rec, rec.resolve(raw)))
+        assert len(weights) == len(raw) and bool((weights >= 0).all())
+        if model == "sasrec":
+            assert float(weights.sum()) == pytest.approx(1.0, abs=1e-5)
+        else:
+            assert 0 < float(weights.sum()) < 1
 
 
 def test_occlusion_is_the_score_without_each_event(root):
