@@ -109,6 +109,10 @@ def test_served_items_and_scores_equal_predicts(server, gru_run):
         ({"k": 5}, ["missing"]),
         ({"history": ["3"], "kk": 5}, ["extra", "kk"]),
         ({"history": [None]}, ["valid string"]),
+        ({"history": [{"id": 3}]}, ["valid string"]),
+        ({"history": ["3"], "k": 5.5}, ["valid integer"]),
+        ({"history": [1e300, "3"]}, ["unknown", "1e+300"]),
+        ({"history": ["3"], "exclude_seen": "perhaps"}, ["valid boolean"]),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_message(server, body, words):
