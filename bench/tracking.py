@@ -55,6 +55,9 @@ def _init_args(name: str, group: str | None, save_dir: Path) -> dict:
         "dir": str(save_dir),
         "settings": _settings(),
         "reinit": "finish_previous",
+        # explicit, not through the environment: W&B reads WANDB_MODE once per process,
+        # so a mode Lightning sets there later (dryrun) would not reach a second run
+        "mode": where["mode"],
     }
 
 
@@ -80,9 +83,7 @@ def log_summary(run_id: str, group: str | None, save_dir: Path, config: dict, me
     import wandb
 
     save_dir.mkdir(parents=True, exist_ok=True)
-    with wandb.init(
-        **_init_args(run_id, group or run_id, save_dir), mode=wandb_mode(), config=config
-    ) as run:
+    with wandb.init(**_init_args(run_id, group or run_id, save_dir), config=config) as run:
         run.log(metrics)
         return run.dir
 
@@ -100,9 +101,7 @@ def log_table(
     import wandb
 
     save_dir.mkdir(parents=True, exist_ok=True)
-    with wandb.init(
-        **_init_args(name, group, save_dir), job_type=job_type, mode=wandb_mode()
-    ) as run:
+    with wandb.init(**_init_args(name, group, save_dir), job_type=job_type) as run:
         run.log({name: wandb.Table(columns=columns, data=rows)})
         return run.dir
 
