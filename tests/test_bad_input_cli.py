@@ -448,7 +448,7 @@ CASES = [
      ("--storage", "unknown storage scheme 'mysql'", "postgresql://")),
     ("sweep --set of a key that is no run setting is refused",
      sweep(*SWEEP_POP, "--trials", "1", "--set", "nosuch=1"), {}, 2,
-     ("--set", "unknown run setting(s) nosuch", "run settings only")),
+     ("--set", "unknown run setting(s) nosuch", "sweeps take run settings")),
     ("sweep of an unknown model is refused",
      sweep("--model", "nosuch", "--dataset", "ml-100k", "--trials", "1"), {}, 2,
      ("--model", "unknown model 'nosuch'")),

@@ -176,7 +176,7 @@ def test_stats_of_an_artifact_table_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     assert "per split" in result.output and "history length per example" in result.output
     result = invoke("data", "stats", "--artifact", str(artifact), "--json")
-    stats = json.loads(result.output)
+    stats = json.loads(result.stdout)
     assert stats["events"] == 14 and stats["splits"]["valid"]["examples"] == 3
 
 
@@ -208,6 +208,7 @@ def test_prepare_delegates_parsed_options(tmp_path, monkeypatch):
                 "cache_dir": Path("/c"),
                 "force": True,
                 "adapter_options": {"path": "x.csv", "columns": "user=u,item=i"},
+                "progress": True,  # stage lines on stderr
             },
         )
     ]
@@ -254,7 +255,7 @@ def test_synth_prepare_stats_end_to_end(tmp_path):
     assert "SYNTHETIC" in result.output
     result = invoke("data", "stats", *args, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == json.loads(json.dumps(dataset_stats(artifact)))
+    assert json.loads(result.stdout) == json.loads(json.dumps(dataset_stats(artifact)))
 
 
 @pytest.mark.skipif(not _has_adapter("ml-100k"), reason="ml-100k adapter not there yet")
@@ -264,7 +265,7 @@ def test_stats_on_real_movielens(tmp_path):
         "--cache-dir", str(tmp_path), "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)
+    stats = json.loads(result.stdout)
     # ML-100K: 943 users, 100,000 ratings, all kept by user-loo; one valid and one test
     # target per user
     assert stats["users"] == 943 and stats["events"] == 100_000
