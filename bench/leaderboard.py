@@ -492,7 +492,12 @@ def _vs_floor(e: dict) -> str:
         return "floor"
     if e["floor"] == "untested":
         return "untested: no per-target ranks"
-    label = "beats floors" if e["floor"] == "beats floors" else "below floor (not a learned result)"
+    if e["floor"] == "beats floors":
+        label = "beats floors"
+    elif e["vs_floor"]["ci"][1] >= 0:  # level with the best floor within the interval
+        label = "below floor (not a learned result; not significantly above it)"
+    else:
+        label = "below floor (not a learned result)"
     return f"{label}: {_interval(e['vs_floor'])} vs {e['vs_floor']['floor']}"
 
 

@@ -337,6 +337,9 @@ def test_floors_mark_rows_that_do_not_beat_the_best_floor(tmp_path):
     (md,) = boards.glob("ml-100k__*.md")
     weak_line = next(line for line in md.read_text().splitlines() if line.startswith("| weak "))
     assert "below floor (not a learned result)" in weak_line and "vs repeat" in weak_line
+    assert "not significantly above" not in weak_line  # its whole interval is below 0
+    level = next(line for line in md.read_text().splitlines() if line.startswith("| same_as_"))
+    assert "not significantly above it" in level  # level with repeat: the interval holds 0
     page = (boards / "index.html").read_text()
     assert page.count('<tr class="below-floor">') == 2 and page.count('<tr class="floor">') == 3
 
