@@ -1,0 +1,116 @@
+"""Carry a campaign's results across sessions and machines.
+
+A session ends and its checkout goes; `runs/` (the results store and the run folders) is
+not in git. `pack` writes what the leaderboards need into a folder that is committed: one
+JSON line per results-store row and, per run, its per-target reciprocal ranks and repeat
+flags (the paired bootstrap reads them). `unpack` rebuilds a results store and the
+run folders' rank files from it, so the campaign skips every run already done and
+`bench leaderboard` gives the same tables. Checkpoints are not carried (hundreds of MB).
+
+    python -m benchmarks.campaign_archive pack --results runs/cite.db --out leaderboards/campaign
+    python -m benchmarks.campaign_archive unpack --archive leaderboards/campaign \
+        --results runs/cite.db --runs-dir runs/cite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROWS = "results.jsonl"
+ARRAYS = "arrays"
+FILES = {"test_rr_file": "test_rr.npy", "test_repeat_file": "test_repeat.npy"}
+
+
+def _run_file(result: dict, key: str) -> Path | None:
+    stored = result.get(key)
+    if not stored:
+        return None
+    path = Path(stored)
+    if not path.is_absolute() and result.get("run_dir"):
+        path = Path(result["run_dir"]) / path
+    return path if path.exists() else None
+
+
+def pack(results: str, out: Path) -> int:
+    """Every row of the store, and its rank files, into `out`; returns the rows packed."""
+    from bench.results import ResultsStore
+
+    rows = ResultsStore(results).rows()
+    (out / ARRAYS).mkdir(parents=True, exist_ok=True)
+    with open(out / ROWS, "w") as lines:
+        for row in rows:
+            result = row["result"]
+            arrays = {}
+            for key, name in FILES.items():
+                path = _run_file(result, key)
+                if path is not None:
+                    values = np.load(path)
+                    # 1/rank in float32 still rounds back to its rank below 10^6
+                    arrays[name.removesuffix(".npy")] = (
+                        values.astype(np.float32) if values.dtype.kind == "f" else values
+                    )
+            if arrays:
+                np.savez_compressed(out / ARRAYS / f"{result['run_id']}.npz", **arrays)
+            keep = {k: row[k] for k in ("kind", "study", "trial", "created_at")}
+            lines.write(json.dumps({**keep, "result": result}, default=str) + "\n")
+    return len(rows)
+
+
+def unpack(archive: Path, results: str, runs_dir: Path) -> int:
+    """Rows of `archive` not yet in the store, with their rank files under `runs_dir`;
+    returns the rows added."""
+    from bench.results import ResultsStore
+
+    store = ResultsStore(results)
+    have = {(r["run_id"], r["kind"], r["study"], r["trial"]) for r in store.rows()}
+    added = 0
+    for line in (archive / ROWS).read_text().splitlines():
+        row = json.loads(line)
+        result = row["result"]
+        if (result["run_id"], row["kind"], row["study"], row["trial"]) in have:
+            continue
+        folder = (runs_dir / result["run_id"]).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = archive / ARRAYS / f"{result['run_id']}.npz"
+        if saved.exists():
+            with np.load(saved) as arrays:
+                for key, name in FILES.items():
+                    stem = name.removesuffix(".npy")
+                    if stem in arrays:
+                        values = arrays[stem]
+                        np.save(
+                            folder / name,
+                            values.astype(np.float64) if values.dtype.kind == "f" else values,
+                        )
+                        result[key] = name
+        result["run_dir"] = str(folder)
+        (folder / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        store.add(result, kind=row["kind"], study=row["study"], trial=row["trial"])
+        added += 1
+    return added
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="results store -> committed folder")
+    p.add_argument("--results", default="runs/cite.db")
+    p.add_argument("--out", type=Path, default=Path("leaderboards/campaign"))
+    u = sub.add_parser("unpack", help="committed folder -> results store and rank files")
+    u.add_argument("--archive", type=Path, default=Path("leaderboards/campaign"))
+    u.add_argument("--results", default="runs/cite.db")
+    u.add_argument("--runs-dir", type=Path, default=Path("runs/cite"))
+    args = parser.parse_args()
+    if args.command == "pack":
+        print(f"packed {pack(args.results, args.out)} rows into {args.out}")
+    else:
+        added = unpack(args.archive, args.results, args.runs_dir)
+        print(f"added {added} rows to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
