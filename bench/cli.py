@@ -510,7 +510,7 @@ def run(
 
 @app.command(
     "predict",
-    epilog="Example: [bold]bench predict --run runs/gnn_lstm-taobao-... --history 2268318,3333 --k 10[/]",
+    epilog="Example: [bold]bench predict --run runs/gnn_lstm-taobao-... --history 3006793,2331370 --k 10[/]",
 )
 def predict_cmd(
     run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
