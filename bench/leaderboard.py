@@ -79,6 +79,8 @@ TRAINING_KEYS = {
     "precision",
     "accelerator",
     "limit_train_batches",
+    "max_time",
+    "length_buckets",
 }
 
 
