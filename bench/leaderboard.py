@@ -811,9 +811,16 @@ def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
         parts.append(
             f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" font-size="12">{html.escape(name)}</text>'
         )
+    return _close_plot(parts, sx, (x0, x1), sy, (y0, y1), height, pad)
+
+
+def _close_plot(parts: list[str], x_at, x_span, sy, y_span, height: int, pad: int) -> str:
+    """Both plots' axis labels (two log-scale seconds ticks, three metric ticks) and the
+    closing tag; `x_at` maps a tick's log10 value to its x position."""
+    (x0, x1), (y0, y1) = x_span, y_span
     for tick in sorted({round(x0 + 0.2, 2), round(x1 - 0.2, 2)}):
         parts.append(
-            f'<text x="{sx(tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
+            f'<text x="{x_at(tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
             f'font-size="11">{10**tick:.3g} s</text>'
         )
     for frac in (0, 0.5, 1):
@@ -872,18 +879,7 @@ def _svg_curves(t: dict, width: int = 560, height: int = 320) -> str:
             f'<circle cx="{sx(last_x):.1f}" cy="{sy(last_y):.1f}" r="4" fill="{colour}"/>'
             f'<text x="{sx(last_x) + 6:.1f}" y="{sy(last_y) - 6:.1f}" font-size="12">{label}</text>'
         )
-    for tick in sorted({round(x0 + 0.2, 2), round(x1 - 0.2, 2)}):
-        parts.append(
-            f'<text x="{sx(10**tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
-            f'font-size="11">{10**tick:.3g} s</text>'
-        )
-    for frac in (0, 0.5, 1):
-        yv = y0 + frac * (y1 - y0)
-        parts.append(
-            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.3f}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return _close_plot(parts, lambda tick: sx(10**tick), (x0, x1), sy, (y0, y1), height, pad)
 
 
 _SORT_JS = """
