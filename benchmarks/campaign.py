@@ -76,20 +76,9 @@ def planned_run_id(config) -> str:
     """The id `execute` will give this run: its settings, protocol hash and the raw
     data's fingerprint (the artifact is prepared here once and reused by the run)."""
     from bench.datasets.artifact import read_meta
-    from bench.datasets.prepare import prepare
-    from bench.training.run import data_fingerprint, run_id_for
+    from bench.training.run import data_fingerprint, prepare_for, run_id_for
 
-    meta = read_meta(
-        prepare(
-            config.dataset,
-            config.protocol,
-            target=config.target,
-            params=config.protocol_params or None,
-            data_dir=config.data_dir,
-            cache_dir=config.cache_dir,
-            adapter_options=config.adapter_options or None,
-        )
-    )
+    meta = read_meta(prepare_for(config))
     return run_id_for(config, meta["protocol"], meta["hash"], data_fingerprint(meta))
 
 

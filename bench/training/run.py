@@ -81,6 +81,20 @@ def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: st
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
 
 
+def prepare_for(config: RunConfig, *, progress: bool = False) -> Path:
+    """The artifact a run of `config` reads (built once, then reused from the cache)."""
+    return prepare(
+        config.dataset,
+        config.protocol,
+        target=config.target,
+        params=config.protocol_params or None,
+        data_dir=config.data_dir,
+        cache_dir=config.cache_dir,
+        adapter_options=config.adapter_options or None,
+        progress=progress,
+    )
+
+
 def run_id_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> str:
     payload = identity(config, protocol, protocol_hash, data)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -310,16 +324,7 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     L.seed_everything(config.seed, workers=True, verbose=False)
     _quiet_lightning()
 
-    artifact = prepare(
-        config.dataset,
-        config.protocol,
-        target=config.target,
-        params=config.protocol_params or None,
-        data_dir=config.data_dir,
-        cache_dir=config.cache_dir,
-        adapter_options=config.adapter_options or None,
-        progress=progress and not is_launched_rank(),
-    )
+    artifact = prepare_for(config, progress=progress and not is_launched_rank())
     meta = read_meta(artifact)
     protocol = meta["protocol"]
     fingerprint = data_fingerprint(meta)
