@@ -394,11 +394,11 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     def objective(trial: optuna.Trial) -> float:
         seed = trial_seed(study_name, trial.number)  # the seed TrialSeededTPE drew with
         trial.set_user_attr("sampler_seed", seed)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # surplus too
         surplus = _surplus(trial, opts)
         if surplus:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(surplus)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         started = cpu_clock()
         try:  # a pruned or failed trial spent CPU too: it is recorded either way
             params = model_cls.search_space(trial)
