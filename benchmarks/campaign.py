@@ -61,6 +61,7 @@ def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
         "seed": seed,
         "max_epochs": args.max_epochs,
         "patience": args.patience,
+        "max_time": args.max_time,
         "batch_size": args.batch_size,
         "threads": 1,
         "runs_dir": args.runs_dir,
@@ -124,6 +125,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument(
+        "--max-time",
+        default=None,
+        help="wall-clock bound per run (seconds or HH:MM:SS); recorded, part of the run id",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument(
