@@ -1,4 +1,4 @@
-"""benchmarks/campaign.py: a second invocation with the same settings runs nothing (the
+"""benchmarks/campaigns/campaign.py: a second invocation with the same settings runs nothing (the
 store already holds each run by its id); another protocol variant is another run; bad
 input is a clear error."""
 
@@ -12,7 +12,7 @@ import torch
 
 from bench.leaderboard import build_tables
 from bench.results import ResultsStore
-from benchmarks import campaign
+from benchmarks.campaigns import campaign
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ from bench.leaderboard import build_tables, write_leaderboards
 from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.run import execute
-from benchmarks.campaign_archive import pack, unpack
+from benchmarks.campaigns.campaign_archive import pack, unpack
 from tests.synthetic import planted_sequences
 
 torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """Train and test every model on real data sets with several seeds, into one results
 store, then write the leaderboards. It prints each run's test metrics as it goes.
 
-    BENCH_DATA_DIR=../shared/data python benchmarks/campaign.py \
+    BENCH_DATA_DIR=../shared/data python benchmarks/campaigns/campaign.py \
         --datasets ml-100k,taobao --seeds 0,1,2 --max-epochs 20 --results runs/campaign.db
 
 Each run is `bench.training.run.execute` with the data set's default protocol (ml-100k,

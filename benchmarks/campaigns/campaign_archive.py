@@ -7,8 +7,8 @@ flags (the paired bootstrap reads them). `unpack` rebuilds a results store and t
 run folders' rank files from it, so the campaign skips every run already done and
 `bench leaderboard` gives the same tables. Checkpoints are not carried (hundreds of MB).
 
-    python -m benchmarks.campaign_archive pack --results runs/cite.db --out leaderboards/campaign
-    python -m benchmarks.campaign_archive unpack --archive leaderboards/campaign \
+    python -m benchmarks.campaigns.campaign_archive pack --results runs/cite.db --out leaderboards/campaign
+    python -m benchmarks.campaigns.campaign_archive unpack --archive leaderboards/campaign \
         --results runs/cite.db --runs-dir runs/cite
 """
 
