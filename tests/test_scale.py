@@ -2,7 +2,7 @@
 and full ranking with bounded memory (issue 5, items 2-4).
 
 CI-sized: the million-item runs use d=16 and a handful of steps; the figures at
-Taobao's 4.16M items come from benchmarks/scale_training.py (BENCHMARKS.md "Scale").
+Taobao's 4.16M items come from benchmarks/campaigns/scale_training.py (BENCHMARKS.md "Scale").
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from bench.training.losses import (
     enable_sparse_item_grads,
     make_criterion,
 )
-from benchmarks.gpu_scale import fused_ranks, plain_ranks
-from benchmarks.scale_training import synthetic_batch, zipf_counts
+from benchmarks.campaigns.gpu_scale import fused_ranks, plain_ranks
+from benchmarks.campaigns.scale_training import synthetic_batch, zipf_counts
 from tests.synthetic import hit_rate, planted_task
 
 torch.set_num_threads(1)

@@ -214,7 +214,7 @@ def test_missing_file_says_how_to_generate_it(tmp_path):
 def test_pandas_reference_agrees_with_the_polars_recipe(tmp_path):
     from bench.datasets.artifact import read_meta
     from bench.datasets.prepare import prepare
-    from benchmarks.pandas_user_time import prepare_user_time
+    from benchmarks.campaigns.pandas_user_time import prepare_user_time
 
     csv = tmp_path / "data" / "taobao-synth" / "UserBehavior.csv"
     write_taobao_synth(csv, 60_000, seed=11)
@@ -242,7 +242,7 @@ def test_pandas_reference_agrees_with_the_polars_recipe(tmp_path):
 
 def test_pandas_reference_on_a_hand_made_file(tmp_path):
     """The reference itself, on rows whose outcome is worked out by hand."""
-    from benchmarks.pandas_user_time import prepare_user_time
+    from benchmarks.campaigns.pandas_user_time import prepare_user_time
 
     day = 86_400
     rows = []
@@ -275,7 +275,7 @@ def test_pandas_reference_on_a_hand_made_file(tmp_path):
 @pytest.mark.slow
 def test_prepare_scale_benchmark_runs_end_to_end(tmp_path):
     """The benchmark script itself, tiny: both recipes, the table and the agreement check."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prepare_scale.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "campaigns" / "prepare_scale.py"
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, str(script), "--rows", "10000", "--threads", "1"]

@@ -2,7 +2,7 @@
 speed but not accuracy (length buckets, loss kernels), the curves side by side say
 whether they do.
 
-    BENCH_DATA_DIR=../shared/data python -m benchmarks.valid_curve --model gru4rec \
+    BENCH_DATA_DIR=../shared/data python -m benchmarks.campaigns.valid_curve --model gru4rec \
         --dataset ml-100k --epochs 8 --set training=sequences --set batch_size=64 \
         --set lr=0.002 --set length_buckets=true
 """

@@ -25,10 +25,10 @@ to run; a side not run is read from its file when it exists). CPU seconds per ep
 the fit's process CPU seconds over the epochs run, validation passes included, the same
 definition on both sides.
 
-    .venv/bin/python -m benchmarks.recbole_accuracy --models stamp [--max-epochs 300]
-    .venv/bin/python -m benchmarks.recbole_accuracy --models stamp,gru4rec --bench-mode default \
+    .venv/bin/python -m benchmarks.campaigns.recbole_accuracy --models stamp [--max-epochs 300]
+    .venv/bin/python -m benchmarks.campaigns.recbole_accuracy --models stamp,gru4rec --bench-mode default \
         --max-epochs 60 [--recbole-minutes 45]   # RecBole starts no epoch after 45 minutes
-    .venv/bin/python -m benchmarks.recbole_accuracy --models sasrec --bench-mode default \
+    .venv/bin/python -m benchmarks.campaigns.recbole_accuracy --models sasrec --bench-mode default \
         --sides bench --set dropout=0.2 --set attn_dropout=0.2
 """
 
@@ -41,8 +41,8 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.model_speed import DEFAULT_DATA
-from benchmarks.recbole_compare import MODELS, PEERS, VENV, ensure_venv, run_recbole
+from benchmarks.campaigns.model_speed import DEFAULT_DATA
+from benchmarks.campaigns.recbole_compare import MODELS, PEERS, VENV, ensure_venv, run_recbole
 
 KS = (10, 20)
 

@@ -1,7 +1,7 @@
 """GPU figures at Taobao scale, in one time-boxed script for a lent H100 / H200 (issue 5, item 4).
 
-    python3 benchmarks/gpu_scale.py                        # on the GPU machine, ~4-6 minutes
-    python3 benchmarks/gpu_scale.py --device cpu --small   # the same code at a tiny size
+    python benchmarks/campaigns/gpu_scale.py                        # on the GPU machine, ~4-6 minutes
+    python benchmarks/campaigns/gpu_scale.py --device cpu --small   # the same code at a tiny size
 
 Two parts, each time-boxed, each result printed with the card's name and written to
 `--out` (default `$OUT/gpu_scale.json`, else `gpu_scale.json`) after every figure, so a
@@ -9,7 +9,7 @@ run cut short still leaves what it measured:
 
 1. **Training throughput** (histories/s) of sasrec, gru4rec, srgnn and gnn_lstm on a
    synthetic data set of `--train-histories` (1M) Taobao-shaped histories
-   (`benchmarks.scale_training.synthetic_batch`) over `--train-items` (100k) Zipf-popular
+   (`benchmarks.campaigns.scale_training.synthetic_batch`) over `--train-items` (100k) Zipf-popular
    items: forward, loss (full softmax, bench's default below 200k items), backward and
    AdamW step under bf16 autocast, as Lightning's `bf16-mixed` runs them. Each model runs
    for at most `--train-seconds` after warm-up; the epoch time is projected from the rate.
@@ -56,10 +56,10 @@ from pathlib import Path
 import torch
 
 if __package__ in (None, ""):  # run as a file: make `bench` and `benchmarks` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.evaluation import DEFAULT_CHUNK_ITEMS, chunked_ranks  # noqa: E402
-from benchmarks.scale_training import TAOBAO_ITEMS, synthetic_batch, zipf_counts  # noqa: E402
+from benchmarks.campaigns.scale_training import TAOBAO_ITEMS, synthetic_batch, zipf_counts  # noqa: E402
 
 MODELS = ("sasrec", "gru4rec", "srgnn", "gnn_lstm")
 

@@ -23,7 +23,7 @@ time, and graph models (srgnn, gnn_lstm, gcsan) within 3x of gru4rec's epoch.
   code, wall seconds what a user waits. Ratios are bench / RecBole.
 
 Run from the repository root (about 25-60 minutes on 2 busy cores):
-`.venv/bin/python -m benchmarks.recbole_compare [--epochs 1] [--models gru4rec,stamp]`
+`.venv/bin/python -m benchmarks.campaigns.recbole_compare [--epochs 1] [--models gru4rec,stamp]`
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.model_speed import DEFAULT_DATA, ROOT, machine, run_subprocess, thread_env
+from benchmarks.campaigns.model_speed import DEFAULT_DATA, ROOT, machine, run_subprocess, thread_env
 
 PEERS = ROOT / ".bench-peers"
 VENV = PEERS / "recbole-venv"
@@ -207,7 +207,7 @@ def run_recbole(
     stderr goes to that file as it is written (else it is kept for an error message)."""
     cmd = [
         str(python),
-        str(ROOT / "benchmarks" / "recbole_worker.py"),
+        str(ROOT / "benchmarks" / "campaigns" / "recbole_worker.py"),
         "--model",
         pair.recbole,
         "--workdir",
@@ -351,7 +351,7 @@ def main() -> None:
     ours = Path(args.data_dir) / "ml-100k" / "ml-100k.inter"
     same = ours.exists() and filecmp.cmp(theirs, ours, shallow=False)
     info = machine()
-    command = "python -m benchmarks.recbole_compare " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.campaigns.recbole_compare " + " ".join(sys.argv[1:])
     print(
         f"{info['nproc']} CPU(s), {info['cpu']}, load {info['load_average']}; 1 torch thread, "
         f"OMP_NUM_THREADS=1 on both sides; {args.epochs} epoch(s) each, "

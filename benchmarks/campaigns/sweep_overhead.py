@@ -15,7 +15,7 @@ The issue's goal: under 5% for a trial of 30 s or more. Measured three ways, one
 
 Checkpointing is part of `execute()` in both arms of (1) (best and last checkpoint every
 epoch); its cost per save is printed next to the epoch time for scale.
-Run from the repository root: `python -m benchmarks.sweep_overhead` (`--help` for sizes).
+Run from the repository root: `python -m benchmarks.campaigns.sweep_overhead` (`--help` for sizes).
 """
 
 from __future__ import annotations

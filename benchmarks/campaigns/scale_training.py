@@ -1,8 +1,8 @@
 """Training and evaluation cost against catalogue size, up to Taobao's 4,162,024 items (CPU).
 
-    python -m benchmarks.scale_training train       # 3 models at 4.16M items, sampled softmax
-    python -m benchmarks.scale_training catalogue   # step time vs items, full vs sampled
-    python -m benchmarks.scale_training eval        # full ranking of histories vs 4.16M items
+    python -m benchmarks.campaigns.scale_training train       # 3 models at 4.16M items, sampled softmax
+    python -m benchmarks.campaigns.scale_training catalogue   # step time vs items, full vs sampled
+    python -m benchmarks.campaigns.scale_training eval        # full ranking of histories vs 4.16M items
 
 Each configuration runs in a child process of its own, so its peak RSS (`ru_maxrss`)
 is its own, and with `--threads` torch threads (default 1). Batches are synthetic but
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAOBAO_ITEMS = 4_162_024
 TAOBAO_EVENTS = 100_150_807
 GIB = 1 << 30
@@ -222,7 +222,7 @@ def measure_eval(
     hidden = torch.randn(histories, dim, generator=gen)
     targets = torch.randint(1, n_items + 1, (histories,), generator=gen)
     if path == "fused_ranks":
-        from benchmarks.gpu_scale import fused_ranks
+        from benchmarks.campaigns.gpu_scale import fused_ranks
 
         def rank(h, t):
             return fused_ranks(h, table, t, chunk_items=chunk_items, chunk_rows=batch)

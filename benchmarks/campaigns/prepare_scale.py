@@ -1,12 +1,12 @@
 """Preparation at scale: `user-time` on a synthetic Taobao file, Polars vs pandas.
 
-    python benchmarks/prepare_scale.py --rows 10000000
-    python benchmarks/prepare_scale.py --rows 100000000 --pandas-rows 10000000
+    python benchmarks/campaigns/prepare_scale.py --rows 10000000
+    python benchmarks/campaigns/prepare_scale.py --rows 100000000 --pandas-rows 10000000
 
 Each step runs in a child process of its own so that its peak RSS (the child's
 `ru_maxrss`, read with `os.wait4`) is its own: generation of the file (timed apart),
 `bench.datasets.prepare.prepare("taobao-synth", "user-time", force=True)`, and the
-straightforward pandas version of the same recipe (`benchmarks/pandas_user_time.py`).
+straightforward pandas version of the same recipe (`benchmarks/campaigns/pandas_user_time.py`).
 pandas runs at `--pandas-rows` (default: `--rows`); when that is smaller, Polars runs at
 that size too, so the speedup is measured at equal size, and the throughput ratio at
 the two sizes is reported as well. At the pandas size the two recipes must agree on
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 
 
@@ -137,7 +137,7 @@ def step_pandas(csv: str, out_dir: str, threads: int) -> dict:
     import pyarrow
 
     pyarrow.set_cpu_count(threads)
-    from benchmarks.pandas_user_time import prepare_user_time
+    from benchmarks.campaigns.pandas_user_time import prepare_user_time
 
     return prepare_user_time(csv, out_dir)
 
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/prepare_scale.py --rows 10000000",
+        epilog="example: python benchmarks/campaigns/prepare_scale.py --rows 10000000",
     )
     parser.add_argument("--rows", type=int, required=True, help="rows of the synthetic file")
     parser.add_argument("--pandas-rows", type=int, help="rows for pandas (default: --rows)")
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load {info['load_avg_at_start']}; threads {info['threads']}; "
         f"polars {info['polars']}, pandas {info['pandas']}"
     )
-    print(f"command: python benchmarks/prepare_scale.py {' '.join(argv)}")
+    print(f"command: python benchmarks/campaigns/prepare_scale.py {' '.join(argv)}")
     sizes = sorted({args.rows, pandas_rows} if not args.no_pandas else {args.rows}, reverse=True)
     steps: list[dict] = []
     results: dict[tuple[str, int], dict] = {}

@@ -11,7 +11,7 @@ wall time, the mean batch the server formed (/health counters) and any non-200 a
 The generator shares the machine with the server: on a 2-core box it takes CPU time the
 server could use, so requests/s is a lower bound of the server's capacity.
 
-    .venv/bin/python benchmarks/serve_load.py --runs runs/serve/sasrec-... runs/serve/sknn-... \
+    .venv/bin/python benchmarks/campaigns/serve_load.py --runs runs/serve/sasrec-... runs/serve/sknn-... \
         --server-cores 0 --concurrency 1,8,64 --requests 400,2000,4000 --out serve_load.json
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_histories(run_dir: Path, n: int, seed: int = 0) -> list[list[str]]:

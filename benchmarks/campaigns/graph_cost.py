@@ -11,7 +11,7 @@ one batch of `--batch` histories of `--length` events over `--items` items:
 Models are interleaved repetition by repetition so machine noise hits all alike; the
 median is printed with the ratio to GRU4Rec (`bench/models/gru4rec.py` when present,
 else an equivalent `torch.nn.GRU` encoder). Run from the repository root:
-`python -m benchmarks.graph_cost` (add `--help` for the sizes).
+`python -m benchmarks.campaigns.graph_cost` (add `--help` for the sizes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Times RecBole 1.2.1 on its bundled ml-100k; runs INSIDE the RecBole venv, not bench's.
 
-Started by `benchmarks/recbole_compare.py` (one process per model, one torch thread).
+Started by `benchmarks/campaigns/recbole_compare.py` (one process per model, one torch thread).
 Uses RecBole's lower-level API (Config, create_dataset, data_preparation, get_model,
 get_trainer; `recbole.quick_start` would import ray) with its sequential setup:
 leave-one-out by time, full ranking, MAX_ITEM_LIST_LENGTH 50, CE loss, no training

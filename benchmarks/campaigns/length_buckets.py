@@ -8,7 +8,7 @@ DistributedSampler it replaced. Each arm trains `--batches` batches of one epoch
 interleaved with their order alternated; a callback times the training batches in
 CPU seconds and counts the padded width and the predicted positions.
 
-`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.length_buckets --batches 80 --reps 2`
+`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.campaigns.length_buckets --batches 80 --reps 2`
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 ARMS = ("random", "bucketed")
 

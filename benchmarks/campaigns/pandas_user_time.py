@@ -8,7 +8,7 @@ items below `min_item_support` (training events) or unseen (valid / test events)
 items and categories in raw-id order, then every event with an earlier kept event of its
 user is an example of its split. Outputs the same Parquet tables as the artifact.
 
-    python benchmarks/pandas_user_time.py UserBehavior.csv OUT_DIR
+    python benchmarks/campaigns/pandas_user_time.py UserBehavior.csv OUT_DIR
 """
 
 from __future__ import annotations

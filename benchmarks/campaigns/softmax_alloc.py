@@ -16,7 +16,7 @@ Each child runs one untimed warm-up step, then `--steps` timed ones, and prints 
 JSON line: CPU seconds, minor page faults (`ru_minflt`), and the last loss and
 item-table gradient norm (the arms must agree: same seed, same data).
 
-`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.softmax_alloc --window 50 --reps 3`
+`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.campaigns.softmax_alloc --window 50 --reps 3`
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Non-neural baselines have no epochs: their "epoch" is `fit` and their evaluation
 execute's `eval_seconds` (mean of the valid and test passes).
 
 Run from the repository root:
-`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.model_speed` (all models) or
+`OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.campaigns.model_speed` (all models) or
 `... --model gru4rec --set embedding_dim=64 --batch-size 2048 --json` (one model, one
-JSON line on stdout; `benchmarks/recbole_compare.py` uses this form).
+JSON line on stdout; `benchmarks/campaigns/recbole_compare.py` uses this form).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
