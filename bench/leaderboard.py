@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.results import ResultsStore
-from bench.training.config import RunConfig
+from bench.training.config import RunConfig, keys_with
 
 METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr@20")
 # over explore targets (not in the history) and repeat targets; older results lack them
@@ -48,40 +48,12 @@ FLOOR_RULE = (
 )
 
 
-# run options that never change a result: where files go, how many threads or devices
-PLACEMENT_KEYS = {
-    "seed",
-    "run_id",
-    "resume",
-    "runs_dir",
-    "data_dir",
-    "cache_dir",
-    "wandb",
-    "wandb_group",
-    "threads",
-    "num_workers",
-    "devices",
-    "strategy",
-}
+# run options that never change a table's configuration: where files go, threads,
+# tracking, the seed (seeds are averaged) and the device count; declared on RunConfig
+PLACEMENT_KEYS = keys_with("placement", "seed", "parallel")
 # options of gradient training: a model that is fitted without epochs (pop, the kNN
 # family) ignores them, so runs that differ only here are the same configuration
-TRAINING_KEYS = {
-    "max_epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "patience",
-    "monitor",
-    "loss",
-    "n_negatives",
-    "training",
-    "optimizer",
-    "precision",
-    "accelerator",
-    "limit_train_batches",
-    "max_time",
-    "length_buckets",
-}
+TRAINING_KEYS = keys_with("training", "budget")
 
 
 # a run option added later defaults to the behaviour before it, so a result written

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -20,55 +20,88 @@ from bench.paths import SAFE_NAME, SAFE_NAME_TEXT
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """What a setting is to a run's identity. Every RunConfig field carries one, and both
+    run ids (`training/run.py`) and leaderboard grouping read them, so the two cannot
+    disagree about a setting.
+
+    Roles: `setting` changes what a run computes (in the id, and in a table's
+    configuration); `training` matters to gradient training only (in the id; a table
+    ignores it for models fitted without epochs); `budget` is a training setting that only
+    bounds how long training goes on (`--resume` may raise it); `seed` is in the id, and a
+    table puts the seeds of one configuration side by side; `parallel` is how many
+    processes train (in the id, one configuration in a table); `placement` is where files
+    go, threads and tracking (in neither). `later`: added after runs were published, so
+    it stays out of the id at its default and those runs keep their ids.
+    """
+
+    role: Literal["setting", "training", "budget", "seed", "parallel", "placement"]
+    later: bool = False
+
+
+SETTING = Identity("setting")
+TRAINING = Identity("training")
+BUDGET = Identity("budget")
+SEED = Identity("seed")
+PARALLEL = Identity("parallel")
+PLACEMENT = Identity("placement")
+TRAINING_LATER = Identity("training", later=True)
+BUDGET_LATER = Identity("budget", later=True)
+
+
 class RunConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str
-    dataset: str
-    protocol: str | None = None
-    target: Literal["any", "buy"] = "any"
-    seed: int = pydantic.Field(0, ge=0, le=2**32 - 1)  # numpy takes 0..2**32-1
-    max_epochs: int = pydantic.Field(30, ge=1)
+    model: Annotated[str, SETTING]
+    dataset: Annotated[str, SETTING]
+    protocol: Annotated[str | None, SETTING] = None
+    target: Annotated[Literal["any", "buy"], SETTING] = "any"
+    # numpy takes 0..2**32-1
+    seed: Annotated[int, SEED] = pydantic.Field(0, ge=0, le=2**32 - 1)
+    max_epochs: Annotated[int, BUDGET] = pydantic.Field(30, ge=1)
     # wall-clock bound on training, in seconds (Lightning's max_time): "HH:MM:SS" and
     # "DD:HH:MM:SS" are read as well; None = no bound, only max_epochs and patience
-    max_time: int | float | None = pydantic.Field(None, gt=0)
-    batch_size: int = pydantic.Field(256, ge=1)
-    eval_batch_size: int = pydantic.Field(1024, ge=1)
-    lr: float = pydantic.Field(1e-3, gt=0)
-    weight_decay: float = pydantic.Field(0.0, ge=0)
-    patience: int = pydantic.Field(5, ge=1)
-    monitor: str = "ndcg@10"
-    loss: Literal["auto", "full", "sampled"] = "auto"
-    n_negatives: int = pydantic.Field(8192, ge=1)
-    max_len: int | None = pydantic.Field(None, ge=1)
+    max_time: Annotated[int | float | None, BUDGET_LATER] = pydantic.Field(None, gt=0)
+    batch_size: Annotated[int, TRAINING] = pydantic.Field(256, ge=1)
+    eval_batch_size: Annotated[int, SETTING] = pydantic.Field(1024, ge=1)
+    lr: Annotated[float, TRAINING] = pydantic.Field(1e-3, gt=0)
+    weight_decay: Annotated[float, TRAINING] = pydantic.Field(0.0, ge=0)
+    patience: Annotated[int, BUDGET] = pydantic.Field(5, ge=1)
+    monitor: Annotated[str, TRAINING] = "ndcg@10"
+    loss: Annotated[Literal["auto", "full", "sampled"], TRAINING] = "auto"
+    n_negatives: Annotated[int, TRAINING] = pydantic.Field(8192, ge=1)
+    max_len: Annotated[int | None, SETTING] = pydantic.Field(None, ge=1)
     # prefixes: one training example per target (RecBole's way); sequences: whole
     # windows with a loss at every position (SASRec's and BERT4Rec's papers), for the
     # models that allow it: the same targets for a fraction of the encoder work
-    training: Literal["prefixes", "sequences"] = "prefixes"
+    training: Annotated[Literal["prefixes", "sequences"], TRAINING_LATER] = "prefixes"
     # batches of similar history length (less padding: 6-20% less CPU per epoch on
     # session data); off by default: on ml-100k (sequences) it peaked early and lower
     # (BENCHMARKS.md "Cheaper full-softmax steps and length buckets")
-    length_buckets: bool = False
+    length_buckets: Annotated[bool, TRAINING_LATER] = False
     # auto: LazyAdamW with row-sparse item gradients under sampled softmax, else AdamW
-    optimizer: Literal["auto", "adamw", "lazy_adamw"] = "auto"
-    exclude_history: bool = False
-    devices: int | str = 1
-    strategy: str = "auto"
-    accelerator: str = "auto"
-    precision: str | None = None  # default: bf16-mixed on GPU, 32 on CPU
-    threads: int | None = pydantic.Field(None, ge=1)  # torch threads; None leaves torch's choice
-    num_workers: int = pydantic.Field(0, ge=0)
-    limit_train_batches: float | int | None = None
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    runs_dir: str = "runs"
-    run_id: str | None = None
-    resume: bool = False
-    wandb: bool = False
-    wandb_group: str | None = None
-    params: dict[str, Any] = {}  # model hyperparameters
-    protocol_params: dict[str, Any] = {}
-    adapter_options: dict[str, Any] = {}  # e.g. the path and columns of a `custom` file
+    optimizer: Annotated[Literal["auto", "adamw", "lazy_adamw"], TRAINING_LATER] = "auto"
+    exclude_history: Annotated[bool, SETTING] = False
+    devices: Annotated[int | str, PARALLEL] = 1
+    strategy: Annotated[str, PARALLEL] = "auto"
+    accelerator: Annotated[str, TRAINING] = "auto"
+    precision: Annotated[str | None, TRAINING] = None  # default: bf16-mixed on GPU, 32 on CPU
+    # torch threads; None leaves torch's choice
+    threads: Annotated[int | None, PLACEMENT] = pydantic.Field(None, ge=1)
+    num_workers: Annotated[int, PLACEMENT] = pydantic.Field(0, ge=0)
+    limit_train_batches: Annotated[float | int | None, TRAINING] = None
+    data_dir: Annotated[str | None, PLACEMENT] = None
+    cache_dir: Annotated[str | None, PLACEMENT] = None
+    runs_dir: Annotated[str, PLACEMENT] = "runs"
+    run_id: Annotated[str | None, PLACEMENT] = None
+    resume: Annotated[bool, PLACEMENT] = False
+    wandb: Annotated[bool, PLACEMENT] = False
+    wandb_group: Annotated[str | None, PLACEMENT] = None
+    params: Annotated[dict[str, Any], SETTING] = {}  # model hyperparameters
+    protocol_params: Annotated[dict[str, Any], SETTING] = {}
+    # e.g. the path and columns of a `custom` file
+    adapter_options: Annotated[dict[str, Any], SETTING] = {}
 
     @pydantic.field_validator("run_id")
     @classmethod
@@ -132,6 +165,39 @@ class RunConfig(pydantic.BaseModel):
 
 
 RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params", "adapter_options"}
+
+
+def identity_roles(config_class: type[pydantic.BaseModel]) -> dict[str, Identity]:
+    """Each field's Identity. A field without one is refused here, at import, so a new
+    setting cannot slip into run ids or out of leaderboard grouping unnoticed."""
+    roles = {}
+    for name, field in config_class.model_fields.items():
+        found = [m for m in field.metadata if isinstance(m, Identity)]
+        if len(found) != 1:
+            raise TypeError(
+                f"{config_class.__name__}.{name} needs one identity role "
+                "(Annotated[type, SETTING | TRAINING | BUDGET | SEED | PARALLEL | PLACEMENT]); "
+                "a field added after runs were published takes a `later` one"
+            )
+        roles[name] = found[0]
+    return roles
+
+
+IDENTITY = identity_roles(RunConfig)
+
+
+def keys_with(*roles: str) -> frozenset[str]:
+    """The RunConfig fields whose identity role is one of `roles`."""
+    return frozenset(name for name, identity in IDENTITY.items() if identity.role in roles)
+
+
+# what run ids leave out, what `--resume` may raise, and the later settings (with the
+# defaults at which they stay out of the id)
+NOT_IN_ID = keys_with("placement")
+BUDGET_KEYS = keys_with("budget")
+LATER_DEFAULTS = {
+    name: RunConfig.model_fields[name].default for name, i in IDENTITY.items() if i.later
+}
 
 
 def _error_from(err: pydantic.ValidationError, flags: set[str]) -> ConfigError:

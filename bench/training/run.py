@@ -27,35 +27,8 @@ from bench.models.registry import build_config, create_model
 from bench.paths import is_under, remove_tree, stored_path
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
 from bench.tracking import destination, log_summary, make_logger, sync_command, wandb_mode
-from bench.training.config import RunConfig
+from bench.training.config import BUDGET_KEYS, LATER_DEFAULTS, NOT_IN_ID, RunConfig
 
-# Settings that do not change what a run computes stay out of its id.
-_NOT_IN_ID = {
-    "resume",
-    "runs_dir",
-    "run_id",
-    "data_dir",
-    "cache_dir",
-    "num_workers",
-    "wandb",
-    "wandb_group",
-    "threads",
-}
-
-
-# Settings added after runs were published: at their defaults they stay out of the id,
-# so a run made before they existed keeps its id.
-_LATER_KEYS = {
-    "training": "prefixes",
-    "optimizer": "auto",
-    "max_time": None,
-    "length_buckets": False,
-}
-
-
-# Settings that only set how long training may go on: `--resume` may raise them to
-# continue a run (a finished one included) for more epochs or more time.
-BUDGET_KEYS = ("max_epochs", "patience", "max_time")
 IDENTITY_FILE = "identity.json"
 
 
@@ -68,9 +41,10 @@ def data_fingerprint(meta: dict) -> str:
 
 
 def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> dict:
-    """What a run computes: its settings, protocol (and hash) and data fingerprint."""
-    payload = config.model_dump(exclude=_NOT_IN_ID)
-    for key, default in _LATER_KEYS.items():
+    """What a run computes: its settings, protocol (and hash) and data fingerprint.
+    Which settings count is declared on RunConfig's fields (`Identity`)."""
+    payload = config.model_dump(exclude=set(NOT_IN_ID))
+    for key, default in LATER_DEFAULTS.items():
         if key in payload and payload[key] == default:
             del payload[key]
     payload["protocol"] = protocol

@@ -1,0 +1,153 @@
+"""Run identity is declared once, on RunConfig's fields, and read by run ids and
+leaderboard grouping alike; published run ids never change."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pydantic
+import pytest
+
+from bench.leaderboard import _config_key
+from bench.training.config import IDENTITY, SETTING, RunConfig, identity_roles
+from bench.training.run import group_for, identity, run_id_for
+
+# (settings, protocol, protocol hash, data fingerprint) -> (run id, W&B group), computed
+# with the code before identity moved onto RunConfig: results stores are keyed by these
+GOLDEN = [
+    (
+        {"model": "pop", "dataset": "ml-100k"},
+        ("user-loo",),
+        "pop-ml-100k-user-loo-s0-49ffcf83",
+        "pop-ml-100k-user-loo-87ce04e1",
+    ),
+    (
+        {
+            "model": "gru4rec",
+            "dataset": "ml-100k",
+            "seed": 2,
+            "training": "sequences",
+            "max_epochs": 150,
+            "patience": 10,
+            "batch_size": 64,
+            "lr": 0.002,
+            "threads": 1,
+            "runs_dir": "runs/cite",
+            "wandb": False,
+        },
+        ("user-loo", "0123456789abcdef", "fedcba9876543210"),
+        "gru4rec-ml-100k-user-loo-s2-955e6dd3",
+        "gru4rec-ml-100k-user-loo-09bfab64",
+    ),
+    (
+        {
+            "model": "sasrec",
+            "dataset": "taobao",
+            "max_time": 120,
+            "devices": 2,
+            "strategy": "ddp",
+            "protocol_params": {"min_item_support": 1},
+            "params": {"embedding_dim": 32},
+            "optimizer": "adamw",
+            "length_buckets": True,
+        },
+        ("user-time", "h", "d"),
+        "sasrec-taobao-user-time-s0-5a071ed3",
+        "sasrec-taobao-user-time-022a6193",
+    ),
+    (
+        {
+            "model": "narm",
+            "dataset": "diginetica",
+            "cache_dir": "/x",
+            "data_dir": "/y",
+            "num_workers": 3,
+            "wandb_group": "g",
+            "resume": True,
+            "run_id": "abc",
+        },
+        ("session-srgnn", "hash"),
+        "narm-diginetica-session-srgnn-s0-6422ff45",
+        "narm-diginetica-session-srgnn-a8cfd460",
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "where", "run_id", "group"), GOLDEN)
+def test_run_ids_are_pinned(settings, where, run_id, group):
+    config = RunConfig(**settings)
+    assert run_id_for(config, *where) == run_id
+    assert group_for(config, *where) == group
+
+
+def test_a_field_without_an_identity_role_is_refused():
+    class Grown(RunConfig):
+        new_knob: int = 3
+
+    with pytest.raises(TypeError, match=r"Grown\.new_knob needs one identity role"):
+        identity_roles(Grown)
+
+    class Declared(RunConfig):
+        new_knob: Annotated[int, SETTING] = 3
+
+    assert identity_roles(Declared)["new_knob"] is SETTING
+
+
+def test_every_field_has_a_role():
+    assert set(IDENTITY) == set(RunConfig.model_fields)
+
+
+def _result(config: RunConfig, epochs: int = 5) -> dict:
+    """The parts of a result row the leaderboard groups on."""
+    return {"run_config": config.model_dump(), "hyperparameters": {}, "epochs": epochs}
+
+
+# one changed value per role: (field, value)
+CHANGES = {
+    "setting": ("eval_batch_size", 7),
+    "training": ("lr", 0.01),
+    "budget": ("max_epochs", 3),
+    "seed": ("seed", 4),
+    "parallel": ("devices", 2),
+    "placement": ("threads", 3),
+}
+
+
+@pytest.mark.parametrize("role", sorted(CHANGES))
+def test_run_ids_and_tables_read_the_same_roles(role):
+    """What each role means, seen from both readers: whether a change of the setting
+    makes another run id, and whether it makes another configuration in a table (for a
+    trained model and for one fitted without epochs)."""
+    field, value = CHANGES[role]
+    assert IDENTITY[field].role == role
+    base = RunConfig(model="gru4rec", dataset="ml-100k")
+    changed = RunConfig(**{**base.model_dump(), field: value})
+    new_id = run_id_for(base, "user-loo") != run_id_for(changed, "user-loo")
+    new_row = _config_key(_result(base)) != _config_key(_result(changed))
+    new_fitted_row = _config_key(_result(base, 0)) != _config_key(_result(changed, 0))
+    expected = {
+        "setting": (True, True, True),
+        "training": (True, True, False),
+        "budget": (True, True, False),
+        "seed": (True, False, False),
+        "parallel": (True, False, False),
+        "placement": (False, False, False),
+    }[role]
+    assert (new_id, new_row, new_fitted_row) == expected
+
+
+def test_later_settings_stay_out_of_the_id_at_their_default():
+    later = [name for name, i in IDENTITY.items() if i.later]
+    assert set(later) == {"training", "optimizer", "max_time", "length_buckets"}
+    payload = identity(RunConfig(model="gru4rec", dataset="ml-100k"), "user-loo")
+    assert not set(later) & set(payload)
+    moved = identity(RunConfig(model="gru4rec", dataset="ml-100k", max_time=60), "user-loo")
+    assert moved["max_time"] == 60
+
+
+def test_identity_roles_reject_a_field_with_two_roles():
+    class Twice(pydantic.BaseModel):
+        knob: Annotated[int, SETTING, SETTING] = 1
+
+    with pytest.raises(TypeError, match="knob needs one identity role"):
+        identity_roles(Twice)
