@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from bench.datasets.readers import checked, collect_checked
+from bench.datasets.io.diagnostics import checked, collect_checked
 from bench.datasets.registry import get_adapter
 from bench.errors import ConfigError, DataError
 

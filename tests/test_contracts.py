@@ -28,9 +28,9 @@ import torch
 
 from bench.contract import BATCH_KEYS, N_BEHAVIORS, N_GAP_BUCKETS, Batch, DataSpec
 from bench.datasets.datamodule import SequenceDataModule
+from bench.datasets.io.diagnostics import collect_checked
 from bench.datasets.prepare import prepare
 from bench.datasets.protocols import DataInfo, get_protocol, list_protocols
-from bench.datasets.readers import collect_checked
 from bench.datasets.registry import get_adapter, list_datasets
 from bench.datasets.schema import CANONICAL_COLUMNS, check_canonical
 from bench.errors import BenchError

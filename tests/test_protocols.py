@@ -18,7 +18,7 @@ import torch
 from bench.datasets import artifact
 from bench.datasets.prepare import prepare
 from bench.datasets.protocols import DataInfo, get_protocol, list_protocols, recipe_hash
-from bench.datasets.protocols.base import sample_negatives
+from bench.datasets.protocols.negatives import sample_negatives
 from bench.datasets.schema import BEHAVIOR_INDEX, TIMESTAMP, Behavior
 from bench.errors import ConfigError, DataError
 
@@ -601,7 +601,7 @@ def test_session_time_on_diginetica_matches_plain_python(cache):
 
 
 def test_split_counts_are_exact_on_a_tiny_table():
-    from bench.datasets.protocols.base import split_counts
+    from bench.datasets.protocols.counts import split_counts
 
     events = pl.DataFrame(
         {
@@ -632,7 +632,7 @@ def test_split_counts_are_exact_on_a_tiny_table():
 
 
 def test_sequences_follow_first_appearance_whether_or_not_the_file_is_grouped():
-    from bench.datasets.protocols.base import order_sequences
+    from bench.datasets.protocols.examples import order_sequences
 
     grouped = pl.DataFrame({"key": [5, 5, 2, 2, 9], "ts": [1, 2, 1, 1, 0], "n": range(5)})
     assert order_sequences(grouped)["n"].to_list() == [0, 1, 2, 3, 4]  # returned as is

@@ -31,7 +31,8 @@ import polars as pl
 
 from bench.datasets import artifact
 from bench.datasets.protocols import DataInfo, get_protocol, recipe_hash
-from bench.datasets.protocols.base import negatives_for, split_counts
+from bench.datasets.protocols.counts import split_counts
+from bench.datasets.protocols.negatives import negatives_for
 from bench.datasets.registry import get_adapter
 from bench.errors import ConfigError, DataError
 from bench.paths import remove_tree

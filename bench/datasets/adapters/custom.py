@@ -46,21 +46,14 @@ from typing import ClassVar
 
 import polars as pl
 
-from bench.datasets.readers import (
-    CsvFile,
-    Field,
-    ParquetFile,
-    SequenceFile,
-    Source,
-    SourceAdapter,
-    canonical,
-    guess_separator,
-    ms_to_ts,
-    refuse_compressed,
-    sequences_canonical,
-)
+from bench.datasets.adapters.base import Source, SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import Field
+from bench.datasets.io.parquet import ParquetFile
+from bench.datasets.io.sequences import SequenceFile, sequences_canonical
+from bench.datasets.io.text import guess_separator, refuse_compressed
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import BEHAVIORS, TIMESTAMP, Behavior
+from bench.datasets.schema import BEHAVIORS, TIMESTAMP, Behavior, canonical, ms_to_ts
 from bench.errors import BenchError, ConfigError, DataError
 
 ROLES = ("user", "item", "time", "behavior", "category", "session")

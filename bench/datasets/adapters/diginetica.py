@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import (
-    CsvFile,
-    SourceAdapter,
-    canonical,
-    date_field,
-    id_field,
-    int_field,
-)
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import date_field, id_field, int_field
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import TIMESTAMP
+from bench.datasets.schema import TIMESTAMP, canonical
 
 VIEWS = ("train-item-views.csv", "sample_train-item-views.csv")
 PURCHASES = "train-purchases.csv"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import SequenceFile, SourceAdapter, sequences_canonical
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.sequences import SequenceFile, sequences_canonical
 from bench.datasets.registry import register_dataset
 
 FILE = "diginetica.csv"

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import (
-    CsvFile,
-    Field,
-    SourceAdapter,
-    canonical,
-    float_field,
-    id_field,
-    int_field,
-    seconds_to_ts,
-)
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import Field, float_field, id_field, int_field
 from bench.datasets.registry import register_dataset
+from bench.datasets.schema import canonical, seconds_to_ts
 
 RATINGS = "ratings.csv"
 MOVIES = "movies.csv"

@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import (
-    CsvFile,
-    Field,
-    SourceAdapter,
-    canonical,
-    choice_field,
-    id_field,
-    int_field,
-    ms_to_ts,
-)
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import Field, choice_field, id_field, int_field
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import Behavior
+from bench.datasets.schema import Behavior, canonical, ms_to_ts
 
 EVENTS = "events.csv"
 BEHAVIOR = {"view": "pv", "addtocart": "cart", "transaction": "buy"}

@@ -12,17 +12,11 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.datasets.readers import (
-    CsvFile,
-    SourceAdapter,
-    canonical,
-    choice_field,
-    id_field,
-    int_field,
-    seconds_to_ts,
-)
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import choice_field, id_field, int_field
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import BEHAVIORS, Behavior
+from bench.datasets.schema import BEHAVIORS, Behavior, canonical, seconds_to_ts
 
 FILE = "UserBehavior.csv"
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.datasets.adapters.base import SourceAdapter
 from bench.datasets.adapters.taobao import (
     FILE,
     TaobaoAdapter,
     scan_userbehavior,
     userbehavior_file,
 )
-from bench.datasets.readers import CsvFile, SourceAdapter
+from bench.datasets.io.csv import CsvFile
 from bench.datasets.registry import register_dataset
 from bench.errors import DataError
 

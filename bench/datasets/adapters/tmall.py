@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import CsvFile, Field, SourceAdapter, canonical, choice_field, id_field
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import Field, choice_field, id_field
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import TIMESTAMP, Behavior
+from bench.datasets.schema import TIMESTAMP, Behavior, canonical
 
 LOG = "user_log_format1.csv"
 ACTIONS = {"0": "pv", "1": "cart", "2": "buy", "3": "fav"}

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from bench.datasets.readers import CsvFile, Field, SourceAdapter, canonical, id_field
+from bench.datasets.adapters.base import SourceAdapter
+from bench.datasets.io.csv import CsvFile
+from bench.datasets.io.fields import Field, id_field
 from bench.datasets.registry import register_dataset
-from bench.datasets.schema import TIMESTAMP
+from bench.datasets.schema import TIMESTAMP, canonical
 
 CLICKS = "yoochoose-clicks.dat"
 BUYS = "yoochoose-buys.dat"

@@ -37,7 +37,6 @@ import polars as pl
 from pydantic import Field
 
 from bench.datasets.protocols.base import (
-    MS_PER_DAY,
     TEST,
     TRAIN,
     VALID,
@@ -45,18 +44,12 @@ from bench.datasets.protocols.base import (
     DataInfo,
     Params,
     Protocol,
-    category_vocab,
-    count_drop,
-    drop_missing_time,
-    index_lookup,
-    iso,
-    item_table,
-    load_events,
-    pointers,
     register_protocol,
-    require_examples,
-    sequence_index,
 )
+from bench.datasets.protocols.clock import MS_PER_DAY, iso
+from bench.datasets.protocols.examples import pointers, require_examples, sequence_index
+from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.vocab import category_vocab, index_lookup, item_table
 from bench.errors import ConfigError, DataError
 
 PV = 1

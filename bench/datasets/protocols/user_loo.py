@@ -35,18 +35,16 @@ from bench.datasets.protocols.base import (
     DataInfo,
     Params,
     Protocol,
-    category_vocab,
-    count_drop,
-    drop_missing_time,
-    examples_by_split,
-    index_lookup,
-    item_table,
-    load_events,
-    order_sequences,
     register_protocol,
+)
+from bench.datasets.protocols.examples import (
+    examples_by_split,
+    order_sequences,
     require_examples,
     sequence_index,
 )
+from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.vocab import category_vocab, index_lookup, item_table
 from bench.errors import DataError
 
 

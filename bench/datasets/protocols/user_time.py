@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from bench.datasets.protocols.arrays import chunked_bincount, first_rows, support
 from bench.datasets.protocols.base import (
     TEST,
     TRAIN,
@@ -37,28 +38,17 @@ from bench.datasets.protocols.base import (
     DataInfo,
     Params,
     Protocol,
-    category_index,
-    category_vocab,
-    chunked_bincount,
-    count_drop,
-    day_after,
-    drop_missing_time,
-    examples_and_targets,
-    first_rows,
-    index_codes,
-    iso,
-    items_frame,
-    load_events,
-    order_sequences,
-    parse_instant,
     register_protocol,
+)
+from bench.datasets.protocols.clock import day_after, iso, parse_instant, shift_days, to_ms, zone
+from bench.datasets.protocols.examples import (
+    examples_and_targets,
+    order_sequences,
     require_examples,
     run_starts,
-    shift_days,
-    support,
-    to_ms,
-    zone,
 )
+from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.vocab import category_index, category_vocab, index_codes, items_frame
 from bench.errors import ConfigError, DataError
 
 
