@@ -10,23 +10,9 @@ from __future__ import annotations
 import torch
 
 from bench.contract import DataSpec, TrainSequences, gap_bucket
+from bench.datasets.synth_tensors import planted_sequences
 
-
-def planted_sequences(
-    n_seq: int = 600, n_items: int = 60, length: int = 12, p_follow: float = 0.8, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(items (n_seq, length) in 1..n_items, ts (n_seq, length) seconds)."""
-    gen = torch.Generator().manual_seed(seed)
-    successor = torch.randperm(n_items, generator=gen) + 1  # successor[i - 1] follows item i
-    popularity = 1.0 / torch.arange(1, n_items + 1).double()
-    items = torch.empty(n_seq, length, dtype=torch.long)
-    items[:, 0] = torch.multinomial(popularity, n_seq, replacement=True, generator=gen) + 1
-    for t in range(1, length):
-        jump = torch.multinomial(popularity, n_seq, replacement=True, generator=gen) + 1
-        follow = torch.rand(n_seq, generator=gen) < p_follow
-        items[:, t] = torch.where(follow, successor[items[:, t - 1] - 1], jump)
-    gaps = torch.randint(1, 3600, (n_seq, length), generator=gen)
-    return items, gaps.cumsum(1)
+__all__ = ["planted_sequences", "to_batch", "planted_task", "hit_rate"]
 
 
 def to_batch(items: torch.Tensor, ts: torch.Tensor, max_len: int = 10) -> dict[str, torch.Tensor]:

@@ -16,9 +16,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from bench.datasets.synth_tensors import synthetic_batch, zipf_counts
 from bench.evaluation import chunked_ranks
 from bench.models.base import DataSpec
 from bench.models.registry import create_model
+from bench.ranking_kernels import fused_ranks, plain_ranks
 from bench.training.losses import (
     FullSoftmax,
     LazyAdamW,
@@ -26,8 +28,6 @@ from bench.training.losses import (
     enable_sparse_item_grads,
     make_criterion,
 )
-from benchmarks.campaigns.gpu_scale import fused_ranks, plain_ranks
-from benchmarks.campaigns.scale_training import synthetic_batch, zipf_counts
 from tests.synthetic import hit_rate, planted_task
 
 torch.set_num_threads(1)

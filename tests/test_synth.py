@@ -23,6 +23,20 @@ START_S = int(datetime.fromisoformat(START).timestamp())
 COLUMNS = ["user_id", "item_id", "category_id", "behavior", "ts"]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare_user_time(csv: Path, out_dir: Path | None = None) -> dict:
+    """The pandas reference recipe, run as the benchmark script it is (tests import no
+    benchmark module); its summary is the script's JSON line."""
+    cmd = [sys.executable, "-m", "benchmarks.campaigns.pandas_user_time", str(csv)]
+    proc = subprocess.run(
+        cmd + ([str(out_dir)] if out_dir else []), capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def read(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, has_header=False, new_columns=COLUMNS)
 
@@ -214,7 +228,6 @@ def test_missing_file_says_how_to_generate_it(tmp_path):
 def test_pandas_reference_agrees_with_the_polars_recipe(tmp_path):
     from bench.datasets.artifact import read_meta
     from bench.datasets.prepare import prepare
-    from benchmarks.campaigns.pandas_user_time import prepare_user_time
 
     csv = tmp_path / "data" / "taobao-synth" / "UserBehavior.csv"
     write_taobao_synth(csv, 60_000, seed=11)
@@ -242,8 +255,6 @@ def test_pandas_reference_agrees_with_the_polars_recipe(tmp_path):
 
 def test_pandas_reference_on_a_hand_made_file(tmp_path):
     """The reference itself, on rows whose outcome is worked out by hand."""
-    from benchmarks.campaigns.pandas_user_time import prepare_user_time
-
     day = 86_400
     rows = []
     for user in (1, 2):  # item 10 seen 6 times in train by two users, item 11 only twice
@@ -275,7 +286,7 @@ def test_pandas_reference_on_a_hand_made_file(tmp_path):
 @pytest.mark.slow
 def test_prepare_scale_benchmark_runs_end_to_end(tmp_path):
     """The benchmark script itself, tiny: both recipes, the table and the agreement check."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "campaigns" / "prepare_scale.py"
+    script = ROOT / "benchmarks" / "campaigns" / "prepare_scale.py"
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, str(script), "--rows", "10000", "--threads", "1"]

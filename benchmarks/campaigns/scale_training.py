@@ -39,77 +39,10 @@ from pathlib import Path
 
 import torch
 
+from bench.datasets.synth_tensors import TAOBAO_ITEMS, synthetic_batch, zipf_counts
+
 ROOT = Path(__file__).resolve().parents[2]
-TAOBAO_ITEMS = 4_162_024
-TAOBAO_EVENTS = 100_150_807
 GIB = 1 << 30
-
-
-# ------------------------------------------------------------------ synthetic data
-
-
-def zipf_counts(n_items: int, exponent: float = 0.9, total: int = TAOBAO_EVENTS, seed: int = 0):
-    """(n_items + 1,) float64 event counts, Zipf over a random ranking; index 0 = padding = 0.
-
-    Every item keeps at least one event (the protocol drops rarer ones before training).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    weights = torch.arange(1, n_items + 1, dtype=torch.float64) ** -exponent
-    weights = weights[torch.randperm(n_items, generator=gen)]
-    counts = torch.zeros(n_items + 1, dtype=torch.float64)
-    counts[1:] = (weights / weights.sum() * total).round().clamp(min=1)
-    return counts
-
-
-def synthetic_batch(
-    n_rows: int,
-    counts: torch.Tensor,
-    max_len: int = 50,
-    p_full: float = 0.6,
-    p_revisit: float = 0.3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> dict[str, torch.Tensor]:
-    """A batch in the model contract, shaped like Taobao `user-time` examples.
-
-    Lengths: `max_len` with probability `p_full` (most Taobao users have more than 50
-    earlier events), else uniform in 1..max_len-1. Items: drawn by popularity (`counts`);
-    with probability `p_revisit` an event returns to an earlier item of the same history.
-    Targets follow the same popularity. Loops run over positions, never over rows; the
-    batch is drawn on `device` (by its own generator, so CPU and GPU draws differ).
-    """
-    device = torch.device(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    cdf = torch.cumsum(counts.to(device, torch.float64) / counts.sum(), 0)
-    cdf[-1] = 1.0
-    n_items = counts.numel() - 1
-    opts = {"generator": gen, "device": device}
-
-    def draw(shape):
-        u = torch.rand(shape, dtype=torch.float64, **opts)
-        return torch.searchsorted(cdf, u).clamp(1, n_items)
-
-    lengths = torch.where(
-        torch.rand(n_rows, **opts) < p_full,
-        torch.full((n_rows,), max_len, device=device),
-        torch.randint(1, max(max_len, 2), (n_rows,), **opts),
-    ).clamp(max=max_len)
-    items = draw((n_rows, max_len))
-    rows = torch.arange(n_rows, device=device)
-    for t in range(1, max_len):
-        back = (torch.rand(n_rows, **opts) * t).long()
-        revisit = torch.rand(n_rows, **opts) < p_revisit
-        items[:, t] = torch.where(revisit, items[rows, back], items[:, t])
-    real = torch.arange(max_len, device=device) < lengths[:, None]
-    items = items * real
-    return {
-        "items": items,
-        "behaviors": torch.randint(1, 5, (n_rows, max_len), **opts) * real,
-        "categories": torch.zeros_like(items),
-        "gaps": torch.randint(1, 33, (n_rows, max_len), **opts) * real,
-        "lengths": lengths,
-        "targets": draw((n_rows,)),
-    }
 
 
 # --------------------------------------------------------------------- one config
@@ -212,7 +145,7 @@ def measure_eval(
 ) -> dict:
     """Histories per second of full ranking against `n_items` random item vectors.
 
-    `path`: bench.evaluation.chunked_ranks, or gpu_scale.fused_ranks (the compiled
+    `path`: bench.evaluation.chunked_ranks, or bench.ranking_kernels.fused_ranks (the compiled
     compare-and-count) to see whether the fused path also pays on CPU.
     """
     from bench.evaluation import chunked_ranks
@@ -222,7 +155,7 @@ def measure_eval(
     hidden = torch.randn(histories, dim, generator=gen)
     targets = torch.randint(1, n_items + 1, (histories,), generator=gen)
     if path == "fused_ranks":
-        from benchmarks.campaigns.gpu_scale import fused_ranks
+        from bench.ranking_kernels import fused_ranks
 
         def rank(h, t):
             return fused_ranks(h, table, t, chunk_items=chunk_items, chunk_rows=batch)

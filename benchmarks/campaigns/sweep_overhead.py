@@ -37,7 +37,7 @@ ADAPTER = {"path": "planted.txt", "format": "sequences"}
 
 
 def _write_data(root: Path, n_seq: int, n_items: int, length: int) -> None:
-    from tests.synthetic import planted_sequences
+    from bench.datasets.synth_tensors import planted_sequences
 
     (root / "custom").mkdir(parents=True, exist_ok=True)
     items, _ = planted_sequences(n_seq=n_seq, n_items=n_items, length=length, seed=0)
@@ -81,17 +81,17 @@ def bare(root: Path, epochs: int, rep: int) -> tuple[float, dict]:
 def swept(root: Path, epochs: int, rep: int) -> tuple[float, float]:
     """Wall seconds of `run_worker` for one enqueued trial, and Optuna's trial duration."""
     from bench.sweep import SweepOptions, open_study, run_worker
+    from bench.training.config import RunConfig
 
     opts = SweepOptions(
-        model="gru4rec",
-        dataset="custom",
-        protocol="user-loo",
+        run=RunConfig(
+            model="gru4rec", dataset="custom", protocol="user-loo", **_settings(root, epochs)
+        ),
         trials=1,
         storage=str(root / f"optuna-{rep}.db"),
         results=str(root / f"results-{rep}.db"),
         study=f"overhead-{rep}",
         heartbeat=60,
-        run=_settings(root, epochs),
     )
     open_study(opts).enqueue_trial({**PARAMS, "lr": LR})
     start = time.perf_counter()
@@ -106,6 +106,7 @@ def machinery(root: Path, n: int) -> float:
     """Seconds per trial of the worker loop when training costs nothing."""
     import bench.training.run as run_module
     from bench.sweep import SweepOptions, run_worker
+    from bench.training.config import RunConfig
 
     canned = {
         "run_id": "stub",
@@ -118,22 +119,25 @@ def machinery(root: Path, n: int) -> float:
         "run_dir": str(root),
     }
 
-    def stub(config, progress=True, logger=None, callbacks=()):
-        return {**canned, "run_id": config.run_id}
+    def stub(config, progress=True, logger=None, callbacks=(), results=None, annotate=None, **row):
+        """The real execute's bookkeeping without training: annotate, then the row."""
+        result = {**canned, "run_id": config.run_id}
+        result.update(annotate(result))
+        results.add(result, **row)
+        return result
 
     real = run_module.execute
     run_module.execute = stub
     try:
         opts = SweepOptions(
-            model="gru4rec",
-            dataset="custom",
-            protocol="user-loo",
+            run=RunConfig(
+                model="gru4rec", dataset="custom", protocol="user-loo", **_settings(root, 1)
+            ),
             trials=n,
             storage=str(root / "optuna-stub.db"),
             results=str(root / "results-stub.db"),
             study="stub",
             heartbeat=60,
-            run=_settings(root, 1),
         )
         start = time.perf_counter()
         run_worker(opts)
