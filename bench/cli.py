@@ -510,21 +510,130 @@ def run(
 
 @app.command(
     "predict",
-    epilog="Example: [bold]bench predict --run runs/gnn_lstm-taobao-... --history 3006793,2331370 --k 10[/]",
+    epilog="Example: [bold]bench predict --run runs/gnn_lstm-taobao-... --history 3006793,2331370 "
+    "--behaviours pv,cart --k 10 --json[/]",
 )
 def predict_cmd(
     run_dir: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
-    history: Annotated[str, typer.Option("--history", help="Raw item ids, oldest first.")],
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            help="Raw item ids, oldest first, comma-separated; unknown ids are left out "
+            "with a warning.",
+        ),
+    ] = None,
+    histories: Annotated[
+        Path | None,
+        typer.Option(
+            "--histories",
+            help="A file of many histories (- for stdin), one a line: JSON "
+            '{"history": [...], "behaviours": [...], "id": ...} or plain ids separated by '
+            "spaces or commas. One model load; one answer a line.",
+        ),
+    ] = None,
+    behaviours: Annotated[
+        str | None,
+        typer.Option(
+            "--behaviours",
+            "--behaviors",
+            help="With --history: one of pv, fav, cart, buy per item, comma-separated "
+            "(default all pv); models trained with behaviours use them.",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 20,
+    exclude_seen: Annotated[
+        bool, typer.Option("--exclude-seen", help="Leave the history's own items out.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON: one object per history (a line each)."),
+    ] = False,
+    skip_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unknown",
+            help="With --histories: leave unknown item ids out of their history (listed in "
+            "the answer) instead of refusing the line.",
+        ),
+    ] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="With --histories: report a bad line (file, line, column) on stderr and "
+            "go on, instead of stopping at it.",
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Histories per model pass.")
+    ] = 256,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads.")] = None,
 ) -> None:
-    """Top-K next items for a history of raw item ids."""
-    from bench.training.predict import predict
+    """Top-K next items for a history of raw item ids, or for a file of many."""
+    import json
 
-    out = predict(run_dir, [h.strip() for h in history.split(",") if h.strip()], k=k)
+    import torch
+
+    from bench.training.predict import Recommender
+
+    if (history is None) == (histories is None):
+        raise ConfigError(
+            "give either --history or --histories",
+            option="--history",
+            hint="--history 242,302 for one history, --histories FILE for many",
+        )
+    if histories is not None and behaviours is not None:
+        raise ConfigError(
+            "--behaviours goes with --history",
+            option="--behaviours",
+            hint='in a histories file give them per line: {"history": [...], "behaviours": [...]}',
+        )
+    if threads:
+        torch.set_num_threads(threads)
+    err = Console(stderr=True, highlight=False)
+    rec = Recommender(run_dir)
+    if histories is not None:
+        answered = skipped = 0
+        if not as_json:
+            typer.echo(f"line\ttop {k} items (score)")
+        for answer in rec.recommend_file(
+            "-" if str(histories) == "-" else histories,
+            k=k,
+            exclude_seen=exclude_seen,
+            skip_unknown=skip_unknown,
+            skip_bad=skip_bad,
+            batch_size=batch_size,
+        ):
+            if isinstance(answer, BenchError):
+                skipped += 1
+                err.print(f"[yellow]skipped:[/] {escape(answer.render())}")
+            elif as_json:
+                answered += 1
+                typer.echo(json.dumps(answer))
+            else:
+                answered += 1
+                top = "  ".join(f"{row['item']} ({row['score']:.4f})" for row in answer["items"])
+                typer.echo(f"{answer['line']}\t{top}")
+        if skipped or not as_json:
+            err.print(f"{answered} histories answered, {skipped} bad lines skipped")
+        return
+    items = [h.strip() for h in history.split(",") if h.strip()]
+    names = [b.strip() for b in behaviours.split(",")] if behaviours is not None else None
+    try:
+        out = rec.recommend(items, k=k, exclude_seen=exclude_seen, behaviors=names)
+    except BenchError as bad:
+        if bad.option == "behaviors":
+            bad.option = "--behaviours"
+        raise
     if out["unknown"]:
-        Console(stderr=True).print(
+        err.print(
             f"[yellow]unknown to this model, left out:[/] {escape(', '.join(out['unknown']))}"
         )
+    if as_json:
+        given = {"history": items} | ({"behaviors": names} if names is not None else {})
+        typer.echo(json.dumps(given | out))
+        return
     table = Table(title=f"top {k} after {out['used_history']} history items")
     for column in ("rank", "item", "score"):
         table.add_column(column)

@@ -1,31 +1,113 @@
-"""Top-K next items for a history of raw item ids, from a finished run.
+"""Top-K next items for histories of raw item ids, from a finished run.
 
-`Recommender` loads a run once and answers many queries (`bench predict`, `bench serve`
-and `bench explain` all go through it, so they give the same items and scores).
+`Recommender` loads a run once and answers many queries (`bench predict`, `bench serve`,
+`bench explain` and `bench.load_run` all go through it, so they give the same items and
+scores). `recommend_file` scores a file of many histories in batches with that one load.
+
+Loading for prediction reads the artifact's spec without `SequenceDataModule`: that
+module imports Lightning, about 7 of the 11 s a `bench predict` took to start on the
+2-core machine; `load_run(with_data=True)` still builds the DataModule for evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import polars as pl
 import torch
 import yaml
 
-from bench.contract import gap_bucket
-from bench.datasets.datamodule import SequenceDataModule
-from bench.errors import BenchError, ConfigError
+from bench.contract import DataSpec, TrainSequences, gap_bucket
+from bench.datasets.artifact import read_meta
+from bench.errors import BenchError, ConfigError, DataError
 from bench.models.registry import create_model
 from bench.paths import stored_path
 from bench.training.config import RunConfig
 
+DEFAULT_MAX_LEN = 50  # as bench.datasets.datamodule.DEFAULT_MAX_LEN
+SCORE_CELLS = 1 << 26  # most float32 scores one batch holds (256 MB): 16 rows at 4.16M items
 
-def load_run(run_dir: str | Path, with_data: bool = False):
-    """(model ready for scoring, items table, max_len) of a finished run; with `with_data`
-    also its DataModule, RunConfig and result."""
-    run_dir = Path(run_dir)
+
+def _artifact_file(artifact: Path, name: str) -> Path:
+    path = artifact / name
+    if not path.exists():
+        raise DataError(
+            f"artifact is incomplete: {name} is missing",
+            file=path,
+            hint=f"rebuild it with `bench data prepare ... --force` (artifact folder: {artifact})",
+        )
+    return path
+
+
+def read_spec(artifact: str | Path, max_len: int | None = None) -> DataSpec:
+    """The artifact's DataSpec as `SequenceDataModule.spec()` gives it, without importing
+    Lightning (tests/test_predict_api.py holds the two equal)."""
+    artifact = Path(artifact)
+    meta = read_meta(artifact)
+    if not max_len:
+        params = meta.get("params") or {}
+        max_len = int(params.get("max_len") or meta.get("max_len") or DEFAULT_MAX_LEN)
+    items = pl.read_parquet(
+        _artifact_file(artifact, "items.parquet"), columns=["item", "train_count"]
+    )
+    counts = torch.zeros(items.height + 1, dtype=torch.long)
+    counts[items["item"].cast(pl.Int64).to_torch()] = items["train_count"].cast(pl.Int64).to_torch()
+    flags = (
+        pl.scan_parquet(_artifact_file(artifact, "events.parquet"))
+        .select(
+            pl.col("behavior").n_unique().alias("behaviors"),
+            pl.col("category").max().alias("max_category"),
+        )
+        .collect()
+    )
+    max_category = int(flags["max_category"][0] or 0)
+    categories = artifact / "categories.parquet"
+    n_categories = (
+        pl.scan_parquet(categories).select(pl.len()).collect().item()
+        if categories.exists()
+        else max_category
+    )
+    return DataSpec(
+        n_items=items.height,
+        n_categories=n_categories,
+        max_len=int(max_len),
+        has_behavior=flags["behaviors"][0] > 1,
+        has_category=max_category > 0,
+        has_time=bool(meta.get("has_time", True)),
+        item_counts=counts,
+    )
+
+
+def read_train_sequences(artifact: str | Path) -> TrainSequences:
+    """Training-window events per sequence (CSR), as `SequenceDataModule.train_sequences()`."""
+    frame = (
+        pl.scan_parquet(_artifact_file(Path(artifact), "events.parquet"))
+        .filter(pl.col("split") == 0)
+        .select(
+            pl.col("seq").cast(pl.Int64),
+            pl.col("item").cast(pl.Int64),
+            pl.col("behavior").cast(pl.Int64),
+            pl.col("ts").cast(pl.Int64),
+        )
+        .collect()
+    )
+    _, counts = torch.unique_consecutive(frame["seq"].to_torch(), return_counts=True)
+    offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    return TrainSequences(
+        items=frame["item"].to_torch(),
+        behaviors=frame["behavior"].to_torch(),
+        ts=frame["ts"].to_torch(),
+        offsets=offsets,
+    )
+
+
+def _read_run(run_dir: Path) -> tuple[RunConfig, dict]:
     result_file = run_dir / "result.json"
     if not result_file.exists():
         raise ConfigError(
@@ -44,14 +126,17 @@ def load_run(run_dir: str | Path, with_data: bool = False):
             option="--run",
             hint="pass a folder that `bench run` completed (result.json and config.yaml)",
         ) from None
-    data = SequenceDataModule(
-        result["artifact"],
-        batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-        max_len=config.max_len,
-        seed=config.seed,
-    )
-    model = create_model(config.model, data.spec(), config.params)
+    return config, result
+
+
+def _build_model(
+    run_dir: Path,
+    config: RunConfig,
+    result: dict,
+    spec: DataSpec,
+    train_sequences: Callable[[], TrainSequences],
+):
+    model = create_model(config.model, spec, config.params)
     if model.neural:
         checkpoint = stored_path(run_dir, result["checkpoint"], "checkpoint")
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -63,11 +148,40 @@ def load_run(run_dir: str | Path, with_data: bool = False):
         model.load_state_dict(weights)
         model.eval()
     else:
-        model.fit(data.train_sequences())
+        model.fit(train_sequences())
+    return model
+
+
+def _load(run_dir: Path):
+    """(model, items table, spec, config, result) without a DataModule."""
+    config, result = _read_run(run_dir)
+    artifact = Path(result["artifact"])
+    spec = read_spec(artifact, config.max_len)
+    model = _build_model(run_dir, config, result, spec, lambda: read_train_sequences(artifact))
+    items = pl.read_parquet(_artifact_file(artifact, "items.parquet"))
+    return model, items, spec, config, result
+
+
+def load_run(run_dir: str | Path, with_data: bool = False):
+    """(model ready for scoring, items table, max_len) of a finished run; with `with_data`
+    also its DataModule, RunConfig and result."""
+    run_dir = Path(run_dir)
+    if not with_data:
+        model, items, spec, _, _ = _load(run_dir)
+        return model, items, spec.max_len
+    from bench.datasets.datamodule import SequenceDataModule
+
+    config, result = _read_run(run_dir)
+    data = SequenceDataModule(
+        result["artifact"],
+        batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        max_len=config.max_len,
+        seed=config.seed,
+    )
+    model = _build_model(run_dir, config, result, data.spec(), data.train_sequences)
     items = pl.read_parquet(Path(result["artifact"]) / "items.parquet")
-    if with_data:
-        return model, items, data.spec().max_len, data, config, result
-    return model, items, data.spec().max_len
+    return model, items, data.spec().max_len, data, config, result
 
 
 BEHAVIOR_CODES = {"pv": 1, "fav": 2, "cart": 3, "buy": 4}  # as in the artifact's events
@@ -118,10 +232,8 @@ class Recommender:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self.model, items, self.max_len, data, self.config, self.result = load_run(
-            run_dir, with_data=True
-        )
-        self.spec = data.spec()
+        self.model, items, self.spec, self.config, self.result = _load(self.run_dir)
+        self.max_len = self.spec.max_len
         order = items["item"].cast(pl.Int64).to_list()
         self.index = dict(zip(items["raw_item"].cast(pl.String).to_list(), order, strict=True))
         self.raw = [""] * (len(order) + 1)  # raw id of each index; 0 is padding
@@ -248,20 +360,365 @@ class Recommender:
             )
         return out
 
+    def batch_rows(self, batch_size: int) -> int:
+        """Histories per model pass: at most `batch_size`, and at most SCORE_CELLS scores."""
+        return max(1, min(batch_size, SCORE_CELLS // (self.n_items + 1)))
+
     def recommend(
         self,
-        history: list[str],
+        history: Sequence[str | int],
         k: int = 20,
         exclude_seen: bool = False,
-        behaviors: list[str] | None = None,
+        behaviors: Sequence[str] | None = None,
         skip_unknown: bool = True,
+        *,
+        behaviours: Sequence[str] | None = None,
     ) -> dict:
-        """Top-k items after `history` (raw ids, oldest first)."""
-        if k < 1:
-            raise BenchError(f"k must be at least 1, got {k}", option="k", hint="ask for k >= 1")
-        resolved = self.resolve(history, behaviors, skip_unknown)
+        """Top-k items after `history` (raw ids, oldest first), with one behaviour name
+        (pv, fav, cart, buy) per event if given: {"items": [{rank, item, score}],
+        "unknown": [ids left out], "used_history": events the model read}."""
+        _check_k(k)
+        _check_history(history, "history")
+        behaviors = _one_spelling(behaviors, behaviours)
+        resolved = self.resolve(list(history), _listed(behaviors), skip_unknown)
         items = self.top([resolved], [k], [exclude_seen])[0]
         return {"items": items, "unknown": resolved.unknown, "used_history": len(resolved)}
+
+    def recommend_many(
+        self,
+        histories: Iterable[Sequence[str | int]],
+        k: int = 20,
+        exclude_seen: bool = False,
+        behaviors: Sequence[Sequence[str] | None] | None = None,
+        skip_unknown: bool = True,
+        batch_size: int = 256,
+        *,
+        behaviours: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[dict]:
+        """`recommend` for each history, in order, scored `batch_size` histories a model
+        pass; `behaviors` holds one list (or None) per history."""
+        _check_k(k)
+        histories = list(histories)
+        behaviors = _one_spelling(behaviors, behaviours)
+        if behaviors is None:
+            behaviors = [None] * len(histories)
+        elif len(behaviors) != len(histories):
+            raise BenchError(
+                f"{len(behaviors)} behaviour lists for {len(histories)} histories",
+                option="behaviors",
+                hint="give one list of behaviour names (or None) per history",
+            )
+        resolved = []
+        for i, (history, names) in enumerate(zip(histories, behaviors, strict=True)):
+            where = f"histories[{i}]"
+            _check_history(history, where)
+            try:
+                resolved.append(self.resolve(list(history), _listed(names), skip_unknown, where))
+            except BenchError as err:
+                raise _located(err, option=where) from None
+        out = []
+        rows = self.batch_rows(batch_size)
+        for start in range(0, len(resolved), rows):
+            chunk = resolved[start : start + rows]
+            ranked = self.top(chunk, [k] * len(chunk), [exclude_seen] * len(chunk))
+            out += [
+                {"items": items, "unknown": h.unknown, "used_history": len(h)}
+                for h, items in zip(chunk, ranked, strict=True)
+            ]
+        return out
+
+    def recommend_file(
+        self,
+        source: str | Path | IO[bytes],
+        k: int = 20,
+        exclude_seen: bool = False,
+        skip_unknown: bool = False,
+        skip_bad: bool = False,
+        batch_size: int = 256,
+    ) -> Iterator[dict | BenchError]:
+        """The answer to each history of a file, in file order, scored in batches.
+
+        `source` is a path, "-" (stdin) or a binary stream; each line is a JSON object
+        {"history": [...], "behaviors": [...], "id": ...} ("behaviours" also read) or
+        plain item ids separated by spaces or commas; blank lines are passed over. Each
+        answer is `recommend`'s dict plus "line", the input and any "id". Unknown items
+        are refused unless `skip_unknown` (then left out, as `recommend` does). A bad
+        line raises a BenchError naming file, line and column once the answers of the
+        lines before it were yielded; with `skip_bad` its error is yielded instead and
+        reading goes on.
+        """
+        _check_k(k)
+        rows = self.batch_rows(batch_size)
+        pending: list[tuple[Query, History]] = []
+        answered = 0
+
+        def flush() -> Iterator[dict]:
+            nonlocal answered
+            if not pending:
+                return
+            ranked = self.top(
+                [h for _, h in pending], [k] * len(pending), [exclude_seen] * len(pending)
+            )
+            for (query, h), items in zip(pending, ranked, strict=True):
+                yield {
+                    **query.echo(),
+                    "items": items,
+                    "unknown": h.unknown,
+                    "used_history": len(h),
+                }
+            answered += len(pending)
+            pending.clear()
+
+        for line, text, name in _lines(source):
+            try:
+                query = parse_history_line(text, line, name)
+                if query is None:
+                    continue
+                pending.append((query, self._resolve_query(query, name, skip_unknown)))
+            except BenchError as err:
+                if skip_bad:
+                    yield err
+                    continue
+                yield from flush()
+                err.hint = (err.hint + "; " if err.hint else "") + (
+                    f"the {answered} histories before this line were answered"
+                    if answered
+                    else "no history was answered"
+                )
+                raise _located(err) from None
+            if len(pending) >= rows:
+                yield from flush()
+        yield from flush()
+
+    def _resolve_query(self, query: Query, file: str, skip_unknown: bool) -> History:
+        """A parsed line to indices; errors name the column of the value at fault."""
+        at = {"file": file, "line": query.line}
+        names = query.behaviors
+        if names is not None:
+            if len(names) != len(query.history):
+                raise BenchError(
+                    f"{len(names)} behaviours for {len(query.history)} history items",
+                    column=query.behavior_key,
+                    hint="give one behaviour (pv, fav, cart, buy) per history item, or none",
+                    **at,
+                )
+            for name, column in zip(names, query.behavior_columns, strict=True):
+                if name not in BEHAVIOR_CODES:
+                    raise BenchError(
+                        f"unknown behaviour {name!r}",
+                        column=column,
+                        hint=f"use {', '.join(BEHAVIOR_CODES)}",
+                        **at,
+                    )
+        unknown = [
+            (item, column)
+            for item, column in zip(query.history, query.columns, strict=True)
+            if item not in self.index
+        ]
+        if unknown and (not skip_unknown or len(unknown) == len(query.history)):
+            listed = ", ".join(f"{item} ({_column_name(c)})" for item, c in unknown[:20])
+            known_none = len(unknown) == len(query.history)
+            raise UnknownItems(
+                ("none of the history's items is known to this run's model: " + listed)
+                if known_none
+                else f"{len(unknown)} history item(s) unknown to this run's model: {listed}",
+                [item for item, _ in unknown],
+                column=unknown[0][1],
+                hint="leave them out of the line"
+                + ("" if known_none else ", or pass --skip-unknown to ignore them"),
+                **at,
+            )
+        return self.resolve(query.history, names, skip_unknown=True)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise BenchError(
+            f"k must be an integer of at least 1, got {k!r}", option="k", hint="ask for k >= 1"
+        )
+
+
+def _check_history(history: object, where: str) -> None:
+    """A bare string would be read one character an item: refuse it by name."""
+    if isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+        raise BenchError(
+            f"{where} must be a list of raw item ids, got {type(history).__name__} {history!r:.60}",
+            option=where,
+            hint="e.g. ['3006793', '2331370'], oldest first",
+        )
+
+
+def _listed(names: Sequence[str] | None) -> list[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):  # "pv,cart" given where a list belongs
+        raise BenchError(
+            f"behaviours must be a list of names, got the string {names!r:.60}",
+            option="behaviors",
+            hint="e.g. ['pv', 'cart'], one per history item",
+        )
+    return [str(n) for n in names]
+
+
+def _one_spelling(behaviors, behaviours):
+    """`behaviours` is read as `behaviors` (the name serve's JSON uses); not both."""
+    if behaviors is not None and behaviours is not None:
+        raise BenchError(
+            "both behaviors and behaviours given",
+            option="behaviours",
+            hint="pass the behaviour names once",
+        )
+    return behaviours if behaviors is None else behaviors
+
+
+def _located(err: BenchError, **where: Any) -> BenchError:
+    """The same error (its class and fields) with `where` set and its text re-rendered."""
+    new = err.__class__.__new__(err.__class__)
+    new.__dict__.update(err.__dict__)
+    for key, value in where.items():
+        setattr(new, key, value)
+    new.args = (new.render(),)
+    return new
+
+
+def _column_name(column: int | str) -> str:
+    return f"column {column}" if isinstance(column, int) else column
+
+
+# ------------------------------------------------------------------ histories files
+
+LINE_FORMAT = (
+    'one history a line: {"history": ["3006793", "2331370"], "behaviors": ["pv", "cart"]} '
+    "or plain ids: 3006793 2331370 (spaces or commas)"
+)
+JSON_KEYS = ("history", "behaviors", "behaviours", "id")
+
+
+@dataclass
+class Query:
+    """One line of a histories file, with the column of each of its values (a character
+    position in a plain line, a JSON path such as history[2] in a JSON line)."""
+
+    line: int
+    history: list[str]
+    columns: list[int | str]
+    behaviors: list[str] | None = None
+    behavior_columns: list[int | str] = field(default_factory=list)
+    behavior_key: str = "behaviors"
+    id: Any = None
+    has_id: bool = False
+
+    def echo(self) -> dict:
+        """The input, as the answer to it repeats it."""
+        out: dict[str, Any] = {"line": self.line}
+        if self.has_id:
+            out["id"] = self.id
+        out["history"] = self.history
+        if self.behaviors is not None:
+            out["behaviors"] = self.behaviors
+        return out
+
+
+def _lines(source: str | Path | IO[bytes]) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, file name) of each line, decoded as UTF-8 one line at a time
+    so that a bad byte names its line."""
+    if isinstance(source, (str, Path)) and str(source) == "-":
+        import sys
+
+        yield from _decoded(sys.stdin.buffer, "<stdin>")
+        return
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            handle = path.open("rb")
+        except OSError as err:
+            raise ConfigError(
+                f"cannot read the histories file: {err.strerror}",
+                file=path,
+                option="--histories",
+                hint="pass a file of histories, one a line (or - for standard input)",
+            ) from None
+        with handle:
+            yield from _decoded(handle, str(path))
+        return
+    yield from _decoded(source, getattr(source, "name", "<stream>"))
+
+
+def _decoded(handle: IO[bytes], name: str) -> Iterator[tuple[int, str, str]]:
+    for number, raw in enumerate(handle, 1):
+        if isinstance(raw, str):  # a text stream was passed
+            yield number, raw, name
+            continue
+        try:
+            yield number, raw.decode("utf-8"), name
+        except UnicodeDecodeError as err:
+            raise BenchError(
+                f"not UTF-8 text (byte {raw[err.start]:#04x})",
+                file=name,
+                line=number,
+                column=err.start + 1,
+                hint="save the file as UTF-8",
+            ) from None
+
+
+def parse_history_line(text: str, line: int, file: str) -> Query | None:
+    """A line of a histories file as a Query; None for a blank line; a malformed line is
+    a BenchError naming file, line and column."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    if stripped.startswith("{"):
+        return _json_line(text, line, file)
+    tokens = list(re.finditer(r"[^\s,]+", text))
+    if not tokens:
+        raise BenchError(
+            "no item ids on this line", file=file, line=line, column=1, hint=LINE_FORMAT
+        )
+    return Query(line, [m.group() for m in tokens], [m.start() + 1 for m in tokens])
+
+
+def _json_line(text: str, line: int, file: str) -> Query:
+    def bad(message: str, column: int | str | None, hint: str = LINE_FORMAT) -> BenchError:
+        return BenchError(message, file=file, line=line, column=column, hint=hint)
+
+    try:
+        obj = json.loads(text.rstrip("\r\n"))  # so that a cut line's column is on it
+    except json.JSONDecodeError as err:
+        raise bad(f"not valid JSON: {err.msg}", err.colno) from None
+    if not isinstance(obj, dict):
+        raise bad("a JSON line must be an object", 1)
+    extra = sorted(set(obj) - set(JSON_KEYS))
+    if extra:
+        raise bad(f"unknown key {extra[0]!r}", extra[0], f"a line's keys: {', '.join(JSON_KEYS)}")
+    if "behaviors" in obj and "behaviours" in obj:
+        raise bad("both behaviors and behaviours given", "behaviours", "give the names once")
+    if "history" not in obj:
+        raise bad('no "history" key', None)
+    history = obj["history"]
+    if not isinstance(history, list) or not history:
+        raise bad("history must be a non-empty list of item ids", "history")
+    items = []
+    for i, value in enumerate(history):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise bad(
+                f"an item id is a string or an integer, got {json.dumps(value)[:40]}",
+                f"history[{i}]",
+            )
+        items.append(str(value))
+    query = Query(line, items, [f"history[{i}]" for i in range(len(items))])
+    query.has_id, query.id = "id" in obj, obj.get("id")
+    key = "behaviours" if "behaviours" in obj else "behaviors"
+    names = obj.get(key)
+    if names is not None:
+        if not isinstance(names, list):
+            raise bad(f"{key} must be a list of names (pv, fav, cart, buy)", key)
+        for j, name in enumerate(names):
+            if not isinstance(name, str):
+                raise bad(f"a behaviour is a name, got {json.dumps(name)[:40]}", f"{key}[{j}]")
+        query.behaviors = names
+        query.behavior_columns = [f"{key}[{j}]" for j in range(len(names))]
+        query.behavior_key = key
+    return query
 
 
 def predict(run_dir: str | Path, history: list[str], k: int = 20) -> dict:
