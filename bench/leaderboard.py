@@ -7,13 +7,13 @@ NDCG@10; each row, the paired-bootstrap interval of its NDCG@10 minus the top ro
 whether it beats the floor models (pop, repeat, sr) with significance. Markdown and CSV
 (numbers in numeric columns) per table, a summary.md, and one static HTML page with
 sortable tables, an accuracy-versus-training-cost plot and, for tuned models, budget
-curves (best validation NDCG@10 against CPU seconds of tuning), as inline SVG, no CDN.
+curves (best validation NDCG@10 against CPU seconds of tuning), rendered by
+`bench.leaderboard_page`.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import math
 import re
@@ -312,6 +312,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "repeat_mask": repeat_mask,
         "test_metrics": test[0],
         "artifact": results[0].get("artifact"),
+        "runs": results,  # for the page's links and provenance
     }
 
 
@@ -699,8 +700,10 @@ def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
     summary = out / "summary.md"
     summary.write_text(render_summary(tables))
     written.append(summary)
+    from bench.leaderboard_page import render_page
+
     page = out / "index.html"
-    page.write_text(render_html(tables))
+    page.write_text(render_page(tables, out))
     written.append(page)
     return written
 
@@ -744,179 +747,6 @@ def render_summary(tables: list[dict]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _svg_plot(t: dict, width: int = 560, height: int = 320) -> str:
-    """NDCG@10 against seconds per epoch (log scale), one labelled point per model; the
-    floor models in grey."""
-    rows = [e for e in t["rows"] if not math.isnan(e["mean"]["ndcg@10"])]
-    pts = [(max(e["seconds_per_epoch"], 1e-3), e["mean"]["ndcg@10"], e["model"]) for e in rows]
-    if not pts:
-        return ""
-    pad = 50
-    xs = [math.log10(p[0]) for p in pts]
-    ys = [p[1] for p in pts]
-    x0, x1 = min(xs) - 0.2, max(xs) + 0.2
-    y0, y1 = 0.0, max(ys) * 1.15 or 1.0
-
-    def sx(x):
-        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
-
-    def sy(y):
-        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
-
-    parts = [
-        f'<svg class="plot" width="{width}" height="{height}" role="img" '
-        f'aria-label="NDCG@10 versus training seconds per epoch">',
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">training seconds per epoch (log)</text>',
-        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">test NDCG@10</text>',
-    ]
-    for (sec, y, name), x in zip(pts, xs, strict=True):
-        fill = "#a0aec0" if name in FLOORS else "#2b6cb0"
-        parts.append(
-            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{fill}">'
-            f"<title>{html.escape(name)}: {y:.4f}, {sec:.2f} s/epoch</title></circle>"
-        )
-        parts.append(
-            f'<text x="{sx(x) + 8:.1f}" y="{sy(y) - 8:.1f}" font-size="12">{html.escape(name)}</text>'
-        )
-    return _close_plot(parts, sx, (x0, x1), sy, (y0, y1), height, pad)
-
-
-def _close_plot(parts: list[str], x_at, x_span, sy, y_span, height: int, pad: int) -> str:
-    """Both plots' axis labels (two log-scale seconds ticks, three metric ticks) and the
-    closing tag; `x_at` maps a tick's log10 value to its x position."""
-    (x0, x1), (y0, y1) = x_span, y_span
-    for tick in sorted({round(x0 + 0.2, 2), round(x1 - 0.2, 2)}):
-        parts.append(
-            f'<text x="{x_at(tick):.1f}" y="{height - pad + 16}" text-anchor="middle" '
-            f'font-size="11">{10**tick:.3g} s</text>'
-        )
-    for frac in (0, 0.5, 1):
-        yv = y0 + frac * (y1 - y0)
-        parts.append(
-            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.3f}</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-CURVE_COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16")
-
-
-def _svg_curves(t: dict, width: int = 560, height: int = 320) -> str:
-    """Best validation NDCG@10 so far against CPU seconds of tuning (log scale), one
-    stepped line per tuned model, in the style of the accuracy-versus-cost plot."""
-    curves = t.get("curves") or {}
-    if not curves:
-        return ""
-    pad = 50
-    xs = [math.log10(max(x, 1e-3)) for pts in curves.values() for x, _ in pts]
-    ys = [y for pts in curves.values() for _, y in pts]
-    x0, x1 = min(xs) - 0.2, max(xs) + 0.2
-    y0, y1 = 0.0, max(ys) * 1.15 or 1.0
-
-    def sx(x):
-        return pad + (math.log10(max(x, 1e-3)) - x0) / (x1 - x0) * (width - 2 * pad)
-
-    def sy(y):
-        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
-
-    parts = [
-        f'<svg class="plot curves" width="{width}" height="{height}" role="img" '
-        f'aria-label="best validation NDCG@10 versus CPU seconds of tuning">',
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>',
-        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">CPU seconds of tuning (log)</text>',
-        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">best valid NDCG@10</text>',
-    ]
-    for i, (name, pts) in enumerate(sorted(curves.items())):
-        colour = "#a0aec0" if name in FLOORS else CURVE_COLOURS[i % len(CURVE_COLOURS)]
-        steps = [pts[0]]
-        for (_, prev), (x, y) in zip(pts, pts[1:], strict=False):
-            steps += [(x, prev), (x, y)]  # the best so far holds until a trial beats it
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in steps)
-        last_x, last_y = pts[-1]
-        label = html.escape(name)
-        parts.append(
-            f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2">'
-            f"<title>{label}: best {last_y:.4f} after {len(pts)} trials, "
-            f"{last_x:.0f} CPU s</title></polyline>"
-        )
-        parts.append(
-            f'<circle cx="{sx(last_x):.1f}" cy="{sy(last_y):.1f}" r="4" fill="{colour}"/>'
-            f'<text x="{sx(last_x) + 6:.1f}" y="{sy(last_y) - 6:.1f}" font-size="12">{label}</text>'
-        )
-    return _close_plot(parts, lambda tick: sx(10**tick), (x0, x1), sy, (y0, y1), height, pad)
-
-
-_SORT_JS = """
-document.querySelectorAll('table.board').forEach(function (table) {
-  table.querySelectorAll('th').forEach(function (th, col) {
-    th.addEventListener('click', function () {
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      var asc = th.dataset.asc !== 'true';
-      th.dataset.asc = asc;
-      rows.sort(function (a, b) {
-        var x = a.cells[col].textContent, y = b.cells[col].textContent;
-        // thousands commas out, the typographic minus of the intervals read as '-'
-        var nx = parseFloat(x.replace(/,/g, '').replace(/\u2212/g, '-'));
-        var ny = parseFloat(y.replace(/,/g, '').replace(/\u2212/g, '-'));
-        var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-        return asc ? cmp : -cmp;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-document.body.dataset.ready = "1";
-"""
-
-
-def _html_row(e: dict) -> str:
-    classes = {"floor": "floor", "below floor": "below-floor", "untested": "below-floor"}
-    cls = classes.get(e["floor"] or "")
-    attr = f' class="{cls}"' if cls else ""
-    cells = "".join(f"<td>{html.escape(v)}</td>" for v in _row_values(e))
-    return f"<tr{attr}>{cells}</tr>"
-
-
-def render_html(tables: list[dict]) -> str:
-    sections = []
-    for t in tables:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-        body = "".join(_html_row(e) for e in t["rows"])
-        sections.append(
-            f"<section><h2>{html.escape(_title(t))}</h2>"
-            f'<p class="facts">{html.escape(_facts_line(t))}</p>'
-            f'<p class="floors">{html.escape(_floor_line(t))}</p>{_svg_plot(t)}{_svg_curves(t)}'
-            f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>'
-        )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>bench leaderboard</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0 2em; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #edf2f7; cursor: pointer; }}
-tbody tr:first-child {{ background: #f0fff4; }}
-tr.floor td {{ background: #f7fafc; }}
-tr.below-floor td {{ color: #718096; font-style: italic; }}
-</style></head><body>
-<h1>bench leaderboard</h1>
-<p>Mean ± sample std over seeds of full-ranking test metrics; the configuration of each
-model was chosen on validation, among those run with the most seeds. One table per data
-set, protocol variant (its hash), target and raw data. Significance: {html.escape(SIGNIFICANCE)}.
-Floors: {html.escape(FLOOR_RULE)}; those rows are greyed. Click a column header to sort.</p>
-{"".join(sections)}
-<script>{_SORT_JS}</script>
-</body></html>
-"""
 
 
 def log_tables(tables: list[dict], save_dir: Path) -> list[str]:

@@ -84,12 +84,13 @@ def test_budget_column_and_one_budget_curve_per_tuned_model(tmp_path):
     }
     write_leaderboards([table], tmp_path / "lb")
     page = (tmp_path / "lb" / "index.html").read_text()
-    curves = re.search(r'<svg class="plot curves".*?</svg>', page, re.S).group(0)
-    lines = re.findall(r'<polyline points="([^"]+)"', curves)
-    assert len(lines) == 2  # sknn and gru4rec; pop was not tuned
+    # the budget-curve plot (matplotlib SVG): one line per tuned model, named by its id
+    lines = dict(re.findall(r'<g id="board0-curve-(\w+)">\s*<path d="([^"]+)"', page))
+    assert set(lines) == {"sknn", "gru4rec"}  # pop was not tuned
     # a stepped line: two points per trial after the first
-    assert sorted(len(points.split()) for points in lines) == [3, 5]
-    assert "gru4rec" in curves and "sknn" in curves and "pop" not in curves
+    points = {m: len(re.findall(r"[ML]", d)) for m, d in lines.items()}
+    assert points == {"gru4rec": 3, "sknn": 5}
+    assert "CPU seconds of tuning (log scale)" in page
 
     (md,) = (tmp_path / "lb").glob("ml-100k__*.md")
     text = md.read_text()
