@@ -472,7 +472,6 @@ def run(
     ] = True,
 ) -> None:
     """Train and evaluate one model on one data set under one protocol."""
-    from bench.results import ResultsStore
     from bench.training.config import load_config_file, resolve
     from bench.training.run import execute
 
@@ -497,11 +496,9 @@ def run(
         "adapter_options": parse_assignments(options, "--option"),
     }
     run_config = resolve(file_values, parse_assignments(settings, "--set"), flags)
-    # opened first: a bad store fails before training; it lives beside the runs
-    store = ResultsStore(results or Path(run_config.runs_dir) / "results.db")
-    result = execute(run_config)
+    # the store lives beside the runs unless named
+    result = execute(run_config, results=results or Path(run_config.runs_dir) / "results.db")
     if result.get("is_global_zero", True):
-        store.add(result, kind="run")
         _print_metrics(
             f"{result['model']} on {result['dataset']} ({result['protocol']})", result["metrics"]
         )
@@ -680,37 +677,20 @@ def evaluate_cmd(
 # ---------------------------------------------------------------- sweeps, boards
 
 
-def _sweep_common(
-    protocol,
-    target,
-    storage,
-    results,
-    settings,
-    config,
-    data_dir,
-    cache_dir,
-    threads,
-    heartbeat,
-    options=None,
-    wandb=True,
-    cpu_seconds=None,
-    pruner=None,
-    patience=None,
-    max_epochs=None,
-    max_time=None,
-) -> dict:
-    from bench.training.config import RUN_KEYS, load_config_file
+def _sweep_common(given: dict, model: str) -> tuple:
+    """What `bench sweep` and `bench automl` share, read from the command's own arguments
+    (its `locals()`): the run settings every trial shares, as a RunConfig of `model`, and
+    the search options (storage, results store, budget, pruner)."""
+    from bench.training.config import RUN_KEYS, load_config_file, resolve
 
-    run = load_config_file(config) if config else {}
-    run.update(parse_assignments(settings, "--set"))
-    # protocol.<name>, as `bench run` takes it: a protocol parameter of every trial
-    fixed = {
-        k.removeprefix("protocol."): run.pop(k) for k in list(run) if k.startswith("protocol.")
-    }
-    if fixed:
-        run["protocol_params"] = {**(run.get("protocol_params") or {}), **fixed}
-    run.update({k: v for k, v in (("max_epochs", max_epochs), ("max_time", max_time)) if v})
-    unknown = sorted(set(run) - RUN_KEYS - {"protocol_params"})
+    file_values = load_config_file(given["config"]) if given["config"] else {}
+    assignments = parse_assignments(given["settings"], "--set")
+    shared = RUN_KEYS | {"protocol_params", "adapter_options"}
+    unknown = sorted(
+        k
+        for k in {**file_values, **assignments}
+        if k not in shared and not k.startswith("protocol.")
+    )
     if unknown:
         raise ConfigError(
             f"unknown run setting(s) {', '.join(unknown)}",
@@ -718,23 +698,28 @@ def _sweep_common(
             hint=f"sweeps take run settings ({', '.join(sorted(RUN_KEYS))}) and "
             "protocol.<name>; the search space sets the model's hyperparameters",
         )
-    run.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v})
-    if threads:
-        run["threads"] = threads
-    adapter_options = parse_assignments(options, "--option")
-    if adapter_options:
-        run["adapter_options"] = adapter_options
-    run.setdefault("wandb", wandb)
-    return {
-        "protocol": protocol,
-        "target": target.value,
-        "storage": storage,
-        "results": results,
-        "run": run,
-        "heartbeat": heartbeat,
-        "cpu_seconds": cpu_seconds,
-        "pruner": (pruner or PrunerName.median).value,
-        "patience": patience,
+    flags = {
+        "model": model,
+        "dataset": given["dataset"],
+        "protocol": given["protocol"],
+        "target": given["target"].value,
+        "max_epochs": given["max_epochs"],
+        "max_time": given["max_time"],
+        "data_dir": str(given["data_dir"]) if given["data_dir"] else None,
+        "cache_dir": str(given["cache_dir"]) if given["cache_dir"] else None,
+        "threads": given["threads"],
+        # --wandb is the default that a config file or --set wandb=... overrides
+        "wandb": None if "wandb" in {**file_values, **assignments} else given["wandb"],
+        "adapter_options": parse_assignments(given["options"], "--option"),
+    }
+    run = resolve(file_values, assignments, flags)
+    return run, {
+        "storage": given["storage"],
+        "results": given["results"],
+        "heartbeat": given["heartbeat"],
+        "cpu_seconds": given["cpu_seconds"],
+        "pruner": (given["pruner"] or PrunerName.median).value,
+        "patience": given["patience"],
         "progress": True,  # a line per finished trial, or a bar on a terminal
     }
 
@@ -838,29 +823,10 @@ def sweep_cmd(
                 option="--gpus",
                 hint="list the device indices nvidia-smi shows, e.g. --gpus 0,1",
             ) from None
-    common = _sweep_common(
-        protocol,
-        target,
-        storage,
-        results,
-        settings,
-        config,
-        data_dir,
-        cache_dir,
-        threads,
-        heartbeat,
-        options,
-        wandb,
-        cpu_seconds=cpu_seconds,
-        pruner=pruner,
-        patience=patience,
-        max_epochs=max_epochs,
-        max_time=max_time,
-    )
+    run, common = _sweep_common(locals(), model)
     outcome = sweep(
         SweepOptions(
-            model=model,
-            dataset=dataset,
+            run=run,
             trials=trials,
             timeout=timeout,
             study=study,
@@ -914,35 +880,18 @@ def automl_cmd(
     max_time: MaxTime = None,
 ) -> None:
     """The same tuning budget for every model, then the leaderboard of the data set."""
+    from bench.models.registry import list_models
     from bench.sweep import automl
 
-    common = _sweep_common(
-        protocol,
-        target,
-        storage,
-        results,
-        settings,
-        config,
-        data_dir,
-        cache_dir,
-        threads,
-        heartbeat,
-        options,
-        wandb,
-        cpu_seconds=cpu_seconds,
-        pruner=pruner,
-        patience=patience,
-        max_epochs=max_epochs,
-        max_time=max_time,
-    )
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = list_models() if names == ["all"] else names
+    if not names:
+        raise ConfigError(
+            "--models names no model", option="--models", hint="e.g. --models gru4rec,sknn"
+        )
+    run, common = _sweep_common(locals(), names[0])
     outcome = automl(
-        dataset,
-        [m.strip() for m in models.split(",") if m.strip()],
-        trials=trials,
-        seeds=seeds,
-        leaderboard_dir=out,
-        timeout=timeout,
-        **common,
+        run, names, trials=trials, seeds=seeds, leaderboard_dir=out, timeout=timeout, **common
     )
     for path in outcome["files"]:
         Console().print(f"wrote {escape(path)}")

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -33,7 +33,7 @@ from bench.errors import BenchError, ConfigError
 from bench.models.registry import build_config, get_model_class
 from bench.paths import check_name
 from bench.results import ResultsStore
-from bench.training.config import RunConfig
+from bench.training.config import RunConfig, check_settings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_STORAGE = "runs/optuna.db"
@@ -49,10 +49,9 @@ STOP_TRIALS, STOP_CPU, STOP_CONVERGED, STOP_TIMEOUT = (
 
 @dataclass
 class SweepOptions:
-    model: str
-    dataset: str
-    protocol: str | None = None
-    target: str = "any"
+    # the model, data set, protocol, target and the run settings every trial shares (the
+    # search space sets the model's hyperparameters, each trial its run_id and runs_dir)
+    run: RunConfig
     trials: int = 20
     timeout: float | None = None  # seconds for the search, per worker
     storage: str | None = None
@@ -62,11 +61,35 @@ class SweepOptions:
     seeds: int = 3
     results: str | None = None
     heartbeat: int = 60  # seconds; a trial silent for 2x this is stale and re-queued
-    run: dict = field(default_factory=dict)  # RunConfig settings shared by every trial
     cpu_seconds: float | None = None  # no new trial once finished trials used this much CPU
     patience: int | None = None  # converged after this many finished trials without a new best
     pruner: str = "median"
     progress: bool = False  # report finished trials on stdout (a bar on a terminal)
+
+    @property
+    def model(self) -> str:
+        return self.run.model
+
+    @property
+    def dataset(self) -> str:
+        return self.run.dataset
+
+    @property
+    def protocol(self) -> str | None:
+        return self.run.protocol
+
+    @property
+    def target(self) -> str:
+        return self.run.target
+
+    def to_json(self) -> str:
+        """The options as a worker process reads them back (`from_json`)."""
+        return json.dumps({**asdict(self), "run": self.run.model_dump()})
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepOptions:
+        values = json.loads(text)
+        return cls(**{**values, "run": RunConfig(**values["run"])})
 
 
 class SurplusTrial(Exception):
@@ -101,8 +124,7 @@ def resolve_protocol(opts: SweepOptions) -> str:
         return get_protocol(opts.protocol).name  # an unknown name is a ConfigError
     from bench.datasets.registry import get_adapter
 
-    options = opts.run.get("adapter_options") or {}
-    return get_adapter(opts.dataset, opts.run.get("data_dir"), **options).default_protocol
+    return get_adapter(opts.dataset, opts.run.data_dir, **opts.run.adapter_options).default_protocol
 
 
 def results_url(opts: SweepOptions) -> str | None:
@@ -112,7 +134,7 @@ def results_url(opts: SweepOptions) -> str | None:
         return opts.results
     if opts.storage and opts.storage.split("://", 1)[0].split("+", 1)[0] == "postgresql":
         return opts.storage
-    return str(Path(opts.run.get("runs_dir", "runs")) / "results.db")  # beside the runs
+    return str(Path(opts.run.runs_dir) / "results.db")  # beside the runs
 
 
 def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
@@ -231,7 +253,7 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
     )
     with warnings.catch_warnings():  # the dashboard's objective axis; "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([f"valid {opts.run.get('monitor', 'ndcg@10')}"])
+        study.set_metric_names([f"valid {opts.run.monitor}"])
     want = {
         "model": opts.model,
         "dataset": opts.dataset,
@@ -294,31 +316,14 @@ def check_search_space(model: str) -> None:
 def prepare_data(opts: SweepOptions) -> SweepOptions:
     """Build (or reuse) the artifact once, before workers start, and pin its protocol."""
     from bench.datasets.artifact import read_meta
-    from bench.datasets.prepare import prepare
+    from bench.training.run import prepare_for
 
-    run = opts.run
-    path = prepare(
-        opts.dataset,
-        opts.protocol,
-        target=opts.target,
-        params=run.get("protocol_params") or None,
-        data_dir=run.get("data_dir"),
-        cache_dir=run.get("cache_dir"),
-        adapter_options=run.get("adapter_options") or None,
-    )
-    return replace(opts, protocol=read_meta(path)["protocol"])
+    protocol = read_meta(prepare_for(opts.run))["protocol"]
+    return replace(opts, run=opts.run.updated(protocol=protocol))
 
 
 def _run_config(opts: SweepOptions, **extra) -> RunConfig:
-    settings = {
-        "model": opts.model,
-        "dataset": opts.dataset,
-        "protocol": resolve_protocol(opts),
-        "target": opts.target,
-        **opts.run,
-        **extra,
-    }
-    return RunConfig(**settings)
+    return opts.run.updated(protocol=resolve_protocol(opts), **extra)
 
 
 def pruning_callback(trial: optuna.Trial, monitor: str):
@@ -388,8 +393,8 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     from bench.training.run import execute
 
     model_cls = get_model_class(opts.model)
-    monitor = opts.run.get("monitor", "ndcg@10")
-    runs_dir = str(Path(opts.run.get("runs_dir", "runs")) / "sweeps" / study_name)
+    monitor = opts.run.monitor
+    runs_dir = str(Path(opts.run.runs_dir) / "sweeps" / study_name)
 
     def objective(trial: optuna.Trial) -> float:
         seed = trial_seed(study_name, trial.number)  # the seed TrialSeededTPE drew with
@@ -400,7 +405,22 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(surplus)
         started = cpu_clock()
-        try:  # a pruned or failed trial spent CPU too: it is recorded either way
+        spent = None  # set once the trial's result is in
+
+        def budget_spent(result: dict) -> dict:
+            """The trial's CPU seconds and the study's when it ended, pruned trials
+            included: the x of the leaderboard's budget curve (pruned trials write no row)."""
+            nonlocal spent
+            spent = cpu_clock() - started
+            finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+            return {
+                "study": study_name,
+                "sampler_seed": seed,
+                "cpu_seconds": spent,
+                "study_cpu_seconds": cpu_spent(finished) + spent,
+            }
+
+        try:
             params = model_cls.search_space(trial)
             extra = {}
             if model_cls.neural:
@@ -414,20 +434,18 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
                 wandb_group=study_name,
                 **extra,
             )
-            result = execute(config, progress=False, callbacks=callbacks)
-        finally:
-            spent = cpu_clock() - started
-            trial.set_user_attr("cpu_seconds", spent)
-        finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
-        result.update(
-            study=study_name,
-            sampler_seed=seed,
-            cpu_seconds=spent,
-            # the study's spend when this trial ended, pruned trials included: the
-            # x of the leaderboard's budget curve (pruned trials write no row)
-            study_cpu_seconds=cpu_spent(finished) + spent,
-        )
-        store.add(result, kind="trial", study=study_name, trial=trial.number)
+            result = execute(
+                config,
+                progress=False,
+                callbacks=callbacks,
+                results=store,
+                kind="trial",
+                study=study_name,
+                trial=trial.number,
+                annotate=budget_spent,
+            )
+        finally:  # a pruned or failed trial wrote no result, but spent CPU
+            trial.set_user_attr("cpu_seconds", cpu_clock() - started if spent is None else spent)
         trial.set_user_attr("run_dir", result["run_dir"])
         return result["metrics"]["valid"][monitor]
 
@@ -509,7 +527,7 @@ class SweepProgress:
 
     def __init__(self, study: optuna.Study, opts: SweepOptions, poll: float = 1.0) -> None:
         self.study, self.opts, self.poll = study, opts, poll
-        self.monitor = opts.run.get("monitor", "ndcg@10")
+        self.monitor = opts.run.monitor
         before = study.get_trials(deepcopy=False, states=FINISHED)
         self.seen = {t.number for t in before}
         self.best = self._better(None, before)
@@ -580,23 +598,21 @@ class SweepProgress:
 
 
 def _worker_command(opts: SweepOptions) -> list[str]:
-    return [sys.executable, "-m", "bench.sweep", json.dumps(asdict(opts))]
+    return [sys.executable, "-m", "bench.sweep", opts.to_json()]
 
 
 def start_workers(opts: SweepOptions) -> None:
     """One process per worker (or per GPU, each seeing only its own device)."""
     if opts.gpus:
         slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in opts.gpus]
-        run = {**opts.run, "accelerator": "gpu", "devices": 1}
+        run = opts.run.updated(accelerator="gpu", devices=1)
     else:
         slots = [{} for _ in range(max(1, opts.workers))]
         run = opts.run
     if len(slots) == 1 and not opts.gpus:
         run_worker(opts)
         return
-    worker_opts = SweepOptions(
-        **{**asdict(opts), "run": run, "workers": 1, "gpus": None, "progress": False}
-    )
+    worker_opts = replace(opts, run=run, workers=1, gpus=None, progress=False)
     procs = [
         subprocess.Popen(_worker_command(worker_opts), env={**os.environ, **env}) for env in slots
     ]
@@ -642,6 +658,7 @@ def sweep(opts: SweepOptions) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Everything a user can get wrong fails here, before any data is built or trial run.
     model_cls = get_model_class(opts.model)
+    check_settings(opts.run)
     if opts.study:
         check_name(opts.study, "--study")
     check_search_space(opts.model)
@@ -680,7 +697,7 @@ def sweep(opts: SweepOptions) -> dict:
     }
     params = {k: v for k, v in best.params.items() if k != "lr"}
     extra = {"lr": best.params["lr"]} if "lr" in best.params else {}
-    runs_dir = Path(opts.run.get("runs_dir", "runs")) / "sweeps" / study.study_name
+    runs_dir = Path(opts.run.runs_dir) / "sweeps" / study.study_name
     existing = {
         (r["seed"], r["result"].get("best_trial"))
         for r in store.rows(dataset=opts.dataset, kind="final")
@@ -701,17 +718,23 @@ def sweep(opts: SweepOptions) -> dict:
             wandb_group=study.study_name,
             **extra,
         )
-        result = execute(config, progress=False)
-        result.update(
+        result = execute(
+            config,
+            progress=False,
+            results=store,
+            kind="final",
             study=study.study_name,
-            best_trial=best.number,
-            budget=budget,
-            model_family=model_cls.family,
+            trial=seed,
+            annotate=lambda _: {
+                "study": study.study_name,
+                "best_trial": best.number,
+                "budget": budget,
+                "model_family": model_cls.family,
+            },
         )
-        store.add(result, kind="final", study=study.study_name, trial=seed)
         finals.append(result)
     wandb_dir = None
-    if opts.run.get("wandb"):
+    if opts.run.wandb:
         from bench.tracking import log_table
 
         columns, rows = trials_table(study)
@@ -735,7 +758,7 @@ def sweep(opts: SweepOptions) -> dict:
 
 
 def automl(
-    dataset: str,
+    run: RunConfig,
     models: list[str],
     *,
     trials: int,
@@ -743,28 +766,30 @@ def automl(
     leaderboard_dir: str | Path = "leaderboards",
     **common,
 ) -> dict:
-    """The same tuning budget for every model, then the data set's leaderboard."""
+    """The same tuning budget for every model, then the data set's leaderboard. `run`
+    holds the data set and the settings every sweep shares; its model is each of
+    `models` in turn."""
     from bench.leaderboard import build_tables, write_leaderboards
     from bench.models.registry import list_models
 
     if models == ["all"]:
         models = list_models()
-    for name in models:
-        get_model_class(name)  # unknown names fail before any work starts
-    outcomes = {}
-    for name in models:
-        opts = SweepOptions(model=name, dataset=dataset, trials=trials, seeds=seeds, **common)
-        outcomes[name] = sweep(opts)
-    store = ResultsStore(common.get("results"))
-    protocol = common.get("protocol")
-    tables = build_tables(store, dataset=dataset, protocol=protocol)
+    runs = [run.updated(model=name) for name in models]
+    for each in runs:
+        check_settings(each)  # unknown names or settings fail before any work starts
+    outcomes = {
+        each.model: sweep(SweepOptions(run=each, trials=trials, seeds=seeds, **common))
+        for each in runs
+    }
+    store = ResultsStore(results_url(SweepOptions(run=run, **common)))
+    tables = build_tables(store, dataset=run.dataset, protocol=run.protocol)
     files = write_leaderboards(tables, leaderboard_dir)
     return {"sweeps": outcomes, "tables": tables, "files": [str(f) for f in files]}
 
 
 if __name__ == "__main__":  # a worker process started by start_workers
     try:
-        run_worker(SweepOptions(**json.loads(sys.argv[1])))
+        run_worker(SweepOptions.from_json(sys.argv[1]))
     except BenchError as err:  # the message, not a traceback, as the CLI prints it
         print(f"error: sweep worker {os.getpid()}: {err.render()}", file=sys.stderr)
         sys.exit(2)

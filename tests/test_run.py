@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import ConfigError
+from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.run import execute, run_id_for
 from tests.synthetic import planted_sequences
@@ -81,6 +82,50 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
     # checkpoints are plain data: they load with weights_only=True
     state = torch.load(run_dir / saved["checkpoint"], map_location="cpu", weights_only=True)
     assert any(k.startswith("model.") for k in state["state_dict"])
+
+
+def test_execute_records_its_row_when_given_a_store(planted_dir, tmp_path):
+    """The library writes the results row (the CLI, sweeps and campaigns no longer do);
+    without a store it records nothing, and a bad store fails before any run folder."""
+    store_file = tmp_path / "results.db"
+    config = _config(planted_dir, tmp_path, "pop")
+    plain = execute(config, progress=False)
+    assert not store_file.exists()
+    result = execute(
+        config,
+        progress=False,
+        results=str(store_file),
+        kind="trial",
+        study="s",
+        trial=4,
+        annotate=lambda r: {"note": r["run_id"]},
+    )
+    (row,) = ResultsStore(store_file).rows()
+    assert (row["run_id"], row["kind"], row["study"], row["trial"]) == (
+        plain["run_id"],
+        "trial",
+        "s",
+        4,
+    )
+    assert row["result"]["note"] == result["note"] == plain["run_id"]
+    assert row["result"]["metrics"] == plain["metrics"]
+    (tmp_path / "a-folder").mkdir()
+    with pytest.raises(ConfigError, match="is a folder, not a results store"):
+        execute(_config(planted_dir, tmp_path / "x", "pop"), results=str(tmp_path / "a-folder"))
+    assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_bench_run_prints_the_row_execute_recorded(planted_dir, tmp_path):
+    args = ["run", "--model", "pop", "--dataset", "custom", "--no-wandb"]
+    args += ["--data-dir", str(planted_dir), "--cache-dir", str(planted_dir / "cache")]
+    args += ["--runs-dir", str(tmp_path / "runs"), "-o", "path=planted.txt"]
+    args += ["-o", "format=sequences", "--threads", "1"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    (row,) = ResultsStore(tmp_path / "runs" / "results.db").rows(kind="run")
+    shown = "".join(out.output.split())  # rich wraps long paths
+    assert row["run_id"] in shown
+    assert f"{row['result']['metrics']['test']['hr@10']:.4f}" in shown
 
 
 @pytest.mark.parametrize("model, epochs", [("sasrec", 8), ("gru4rec", 8)])

@@ -39,6 +39,7 @@ from bench.sweep import (
     sweep,
     trial_seed,
 )
+from bench.training.config import RunConfig
 from tests.synthetic import planted_sequences
 
 torch.set_num_threads(1)
@@ -82,12 +83,9 @@ def _opts(planted, tmp_path, model="gru4rec", run=None, **kw) -> SweepOptions:
     kw.setdefault("study", f"{model}-{uuid.uuid4().hex[:8]}")
     kw.setdefault("heartbeat", 1)
     kw.setdefault("seeds", 1)
+    settings = _run_settings(planted, tmp_path, **(run or {}))
     return SweepOptions(
-        model=model,
-        dataset="custom",
-        protocol="user-loo",
-        run=_run_settings(planted, tmp_path, **(run or {})),
-        **kw,
+        run=RunConfig(model=model, dataset="custom", protocol="user-loo", **settings), **kw
     )
 
 
@@ -626,6 +624,78 @@ def test_leaderboard_of_an_empty_store_is_a_clear_error(tmp_path):
     )
     _assert_user_error(out, "has no results", "bench run")
     assert not (tmp_path / "lb").exists()
+
+
+def test_sweep_options_carry_a_typed_run_config_to_their_workers():
+    run = RunConfig(
+        model="gru4rec",
+        dataset="custom",
+        protocol="user-loo",
+        max_time="00:01:00",
+        devices="0,1",
+        protocol_params={"min_item_support": 1},
+    )
+    opts = SweepOptions(run=run, trials=3, gpus=[0, 1], cpu_seconds=9.5)
+    back = SweepOptions.from_json(opts.to_json())  # what a worker process reads
+    assert back == opts and isinstance(back.run, RunConfig)
+    assert (back.model, back.dataset, back.protocol, back.target) == (
+        "gru4rec",
+        "custom",
+        "user-loo",
+        "any",
+    )
+    assert back.run.max_time == 60
+
+
+def test_sweep_settings_merge_as_bench_run_merges_them(tmp_path):
+    """file < --set < flags, protocol.<name> to protocol_params, -o to adapter options;
+    --wandb is only the default (a file or --set says otherwise); a model hyperparameter
+    is refused, as the search space sets those."""
+    from bench.cli import PrunerName, Target, _sweep_common
+
+    config = tmp_path / "c.yaml"
+    config.write_text("max_epochs: 7\nlr: 0.005\nwandb: false\n")
+    given = {
+        "config": config,
+        "settings": ["max_epochs=8", "protocol.min_item_support=1"],
+        "dataset": "custom",
+        "protocol": "user-loo",
+        "target": Target.buy,
+        "max_epochs": None,
+        "max_time": "00:02:00",
+        "data_dir": tmp_path,
+        "cache_dir": None,
+        "threads": 2,
+        "wandb": True,
+        "options": ["path=x.txt"],
+        "storage": "s.db",
+        "results": "r.db",
+        "heartbeat": 5,
+        "cpu_seconds": None,
+        "pruner": PrunerName.none,
+        "patience": 4,
+    }
+    run, common = _sweep_common(given, "gru4rec")
+    assert isinstance(run, RunConfig)
+    assert (run.model, run.dataset, run.protocol, run.target) == (
+        "gru4rec",
+        "custom",
+        "user-loo",
+        "buy",
+    )
+    assert (run.max_epochs, run.lr, run.wandb, run.max_time, run.threads) == (
+        8,
+        0.005,
+        False,
+        120,
+        2,
+    )
+    assert run.protocol_params == {"min_item_support": 1}
+    assert run.adapter_options == {"path": "x.txt"} and run.data_dir == str(tmp_path)
+    assert common["pruner"] == "none" and common["patience"] == 4 and common["results"] == "r.db"
+    assert _sweep_common({**given, "config": None}, "gru4rec")[0].wandb is True
+    with pytest.raises(ConfigError, match="unknown run setting.*hidden_size"):
+        _sweep_common({**given, "settings": ["hidden_size=8"]}, "gru4rec")
 
 
 # ---------------------------------------------------------------- automl end to end

@@ -315,22 +315,22 @@ def _table_file(run_dir: Path, name: str) -> dict:
 def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
     study = f"pop-{uuid.uuid4().hex[:8]}"
     opts = SweepOptions(
-        model="pop",
-        dataset="custom",
-        protocol="user-loo",
+        run=RunConfig(
+            model="pop",
+            dataset="custom",
+            protocol="user-loo",
+            data_dir=str(planted),
+            cache_dir=str(planted / "cache"),
+            runs_dir=str(tmp_path / "runs"),
+            threads=1,
+            wandb=True,
+            adapter_options=dict(ADAPTER),
+        ),
         trials=2,
         seeds=1,
         study=study,
         storage=str(tmp_path / "optuna.db"),
         results=str(tmp_path / "results.db"),
-        run={
-            "data_dir": str(planted),
-            "cache_dir": str(planted / "cache"),
-            "runs_dir": str(tmp_path / "runs"),
-            "threads": 1,
-            "wandb": True,
-            "adapter_options": dict(ADAPTER),
-        },
     )
     outcome = sweep(opts)
 

@@ -103,6 +103,10 @@ class RunConfig(pydantic.BaseModel):
     # e.g. the path and columns of a `custom` file
     adapter_options: Annotated[dict[str, Any], SETTING] = {}
 
+    def updated(self, **changes) -> RunConfig:
+        """A copy with `changes`, validated as a new config is (model_copy does not)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
     @pydantic.field_validator("run_id")
     @classmethod
     def _safe_run_id(cls, value: str | None) -> str | None:
@@ -295,8 +299,16 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
         )
     except pydantic.ValidationError as err:
         raise _error_from(err, {k for k, v in flags.items() if v is not None}) from None
+    check_settings(config)
+    return config
+
+
+def check_settings(config: RunConfig) -> None:
+    """What a RunConfig cannot check alone: the hardware it asks for, the model's name and
+    hyperparameters, and whether the model can train on whole sequences."""
     _check_hardware(config)
     model_cls = get_model_class(config.model)
+    params = config.params
     known = {f.name for f in dataclasses.fields(model_cls.Config)}
     unknown = sorted(set(params) - known)
     if unknown:
@@ -317,4 +329,3 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
             option="training",
             hint=f"training=sequences works for: {able}",
         )
-    return config

@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from bench.evaluation import evaluate
 from bench.models.registry import build_config, create_model
 from bench.paths import is_under, remove_tree, stored_path
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
+from bench.results import ResultsStore
 from bench.tracking import destination, log_summary, make_logger, sync_command, wandb_mode
 from bench.training.config import BUDGET_KEYS, LATER_DEFAULTS, NOT_IN_ID, RunConfig
 
@@ -289,9 +291,26 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
-def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=()) -> dict:
-    """Run one configuration end to end and return the result row (also written to disk)."""
+def execute(
+    config: RunConfig,
+    *,
+    progress: bool = True,
+    logger=None,
+    callbacks=(),
+    results: ResultsStore | str | Path | None = None,
+    kind: str = "run",
+    study: str | None = None,
+    trial: int | None = None,
+    annotate: Callable[[dict], dict] | None = None,
+) -> dict:
+    """Run one configuration end to end and return the result row, written to the run
+    folder and, when `results` names a store, recorded there as a row of `kind` (and
+    `study`, `trial` for sweeps). `annotate(result)` returns fields to add before the row
+    is written (a sweep's budget, say). The store is opened first, so a bad one fails
+    before any training."""
     import lightning as L
+
+    store = ResultsStore(results) if isinstance(results, str | Path) else results
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -399,6 +418,10 @@ def execute(config: RunConfig, *, progress: bool = True, logger=None, callbacks=
     tmp.write_text(json.dumps(result, indent=2, default=str))
     os.replace(tmp, run_dir / "result.json")
     result["run_dir"] = str(run_dir)
+    if annotate is not None:
+        result.update(annotate(result))
+    if store is not None:
+        store.add(result, kind=kind, study=study, trial=trial)
     return result
 
 

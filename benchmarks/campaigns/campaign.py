@@ -84,12 +84,9 @@ def planned_run_id(config) -> str:
 
 
 def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
-    from bench.results import ResultsStore
     from bench.training.run import execute
 
-    result = execute(run_config(args, dataset, model, seed), progress=False)
-    ResultsStore(args.results).add(result, kind="run")
-    return result
+    return execute(run_config(args, dataset, model, seed), progress=False, results=args.results)
 
 
 def plan(args: argparse.Namespace, models: list[str], done: set[str]) -> list[tuple]:
