@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.datasets.io.diagnostics import first_bad_value, null_guard
+from bench.datasets.io.diagnostics import first_bad_value, guard_required
 from bench.datasets.io.fields import Field
 from bench.datasets.io.text import (
     HEAD_BYTES,
@@ -179,30 +179,27 @@ class CsvFile:
         column = self._resolve(names)
         typed = {column[f.name]: f.dtype for f in self.fields}
         sep, physical = self._physical(names)
-        lf = pl.scan_csv(
+        lf = self._scan_text(start, sep, {c: typed.get(c, pl.String) for c in physical})
+        lf = lf.select(pl.col(column[f.name]).alias(f.name) for f in self.fields)
+        return self._guarded(lf)
+
+    def _scan_text(self, start: int, sep: str, schema: dict, **options) -> pl.LazyFrame:
+        """`pl.scan_csv` of the file as laid out (header, blank lines at the top, quoting)."""
+        return pl.scan_csv(
             self.path,
             has_header=self.header,
             skip_lines=start,
             separator=sep,
             quote_char=self.quote_char,
-            schema={c: typed.get(c, pl.String) for c in physical},
+            schema=schema,
             null_values=list(self.null_values) or None,
+            **options,
         )
-        lf = lf.select(pl.col(column[f.name]).alias(f.name) for f in self.fields)
-        return self._guarded(lf)
 
     def _guarded(self, lf: pl.LazyFrame) -> pl.LazyFrame:
         lf = lf.filter(~pl.all_horizontal(pl.col(f.name).is_null() for f in self.fields))
-        guards = [
-            pl.col(f.name).map_batches(
-                null_guard(self.path, f.name, f.fix or self._layout_hint()),
-                return_dtype=f.dtype,
-                is_elementwise=True,
-            )
-            for f in self.fields
-            if f.required
-        ]
-        return lf.with_columns(guards) if guards else lf
+        dtypes = {f.name: f.dtype for f in self.fields}
+        return guard_required(lf, self.path, self.fields, dtypes, self._layout_hint())
 
     def diagnose(self) -> DataError | None:
         """Find the first bad line: a wrong field count, then a missing or unparseable value."""
@@ -251,14 +248,10 @@ class CsvFile:
     def _raw(self, names: list[str], start: int) -> pl.LazyFrame:
         column = self._resolve(names)
         sep, physical = self._physical(names)
-        raw = pl.scan_csv(
-            self.path,
-            has_header=self.header,
-            skip_lines=start,
-            separator=sep,
-            quote_char=self.quote_char,
-            schema=dict.fromkeys(physical, pl.String),
-            null_values=list(self.null_values) or None,
+        raw = self._scan_text(
+            start,
+            sep,
+            dict.fromkeys(physical, pl.String),
             truncate_ragged_lines=True,
             encoding="utf8-lossy",
         ).with_row_index("__row")

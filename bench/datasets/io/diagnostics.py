@@ -63,6 +63,26 @@ def null_guard(path: Path, column: str, fix: str) -> Callable[[pl.Series], pl.Se
     return guard
 
 
+def guard_required(
+    lf: pl.LazyFrame,
+    path: Path,
+    fields: tuple[Field, ...],
+    dtypes: dict[str, pl.DataType] | pl.Schema,
+    fix: str,
+) -> pl.LazyFrame:
+    """`lf` with a null guard on each required field (its own fix, else `fix`)."""
+    guards = [
+        pl.col(f.name).map_batches(
+            null_guard(path, f.name, f.fix or fix),
+            return_dtype=dtypes[f.name],
+            is_elementwise=True,
+        )
+        for f in fields
+        if f.required
+    ]
+    return lf.with_columns(guards) if guards else lf
+
+
 def first_bad_value(
     raw: pl.LazyFrame,
     fields: tuple[Field, ...],

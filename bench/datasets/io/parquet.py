@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.datasets.io.diagnostics import first_bad_value, null_guard
+from bench.datasets.io.diagnostics import first_bad_value, guard_required
 from bench.datasets.io.fields import Field
 from bench.datasets.io.text import did_you_mean
 from bench.errors import DataError
@@ -47,16 +47,7 @@ class ParquetFile:
     def scan(self) -> pl.LazyFrame:
         schema = self.check()
         lf = pl.scan_parquet(self.path).select(f.name for f in self.fields)
-        guards = [
-            pl.col(f.name).map_batches(
-                null_guard(self.path, f.name, f.fix or "fill or drop the rows"),
-                return_dtype=schema[f.name],
-                is_elementwise=True,
-            )
-            for f in self.fields
-            if f.required
-        ]
-        return lf.with_columns(guards) if guards else lf
+        return guard_required(lf, self.path, self.fields, schema, "fill or drop the rows")
 
     def diagnose(self) -> DataError | None:
         try:

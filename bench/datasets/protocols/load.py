@@ -57,35 +57,46 @@ def load_events(
             if df["key"].null_count() == df.height and df["other"].null_count() < df.height:
                 df = df.with_columns(key=pl.col("other"))  # no user ids at all: sessions
             df = df.drop("other")
-        missing = df["key"].null_count()
-        if missing == df.height:
-            raise DataError(
-                "no row has a user id (nor a session id)",
-                column="user_id",
-                hint="map a user column, or use a session protocol (session-time)",
-            )
-        count_drop(drops, "missing_user_id", missing)
-        if missing:
-            df = df.filter(pl.col("key").is_not_null())
+        none_left = DataError(
+            "no row has a user id (nor a session id)",
+            column="user_id",
+            hint="map a user column, or use a session protocol (session-time)",
+        )
+        keyed = pl.col("key").is_not_null()
+        df = drop_unkeyed(df, df["key"].null_count(), keyed, drops, "missing_user_id", none_left)
     else:
         df = df.rename({"other": "user"}) if "other" in df.columns else df
         if "user" not in df.columns:
             df = df.with_columns(user=pl.lit(None, dtype=pl.UInt32))
         lost = df.select((pl.col("key").is_null() & pl.col("user").is_null()).sum()).item()
-        if lost == df.height:
-            raise DataError(
-                "no row has a session id or a user id to cut sessions from",
-                column="session_id",
-                hint="map a session or a user column",
-            )
-        count_drop(drops, "missing_session_and_user_id", lost)
-        if lost:
-            df = df.filter(pl.col("key").is_not_null() | pl.col("user").is_not_null())
+        none_left = DataError(
+            "no row has a session id or a user id to cut sessions from",
+            column="session_id",
+            hint="map a session or a user column",
+        )
+        keyed = pl.col("key").is_not_null() | pl.col("user").is_not_null()
+        df = drop_unkeyed(df, lost, keyed, drops, "missing_session_and_user_id", none_left)
     missing = df["item"].null_count()
     count_drop(drops, "missing_item_id", missing)
     if missing:
         df = df.filter(pl.col("item").is_not_null())
     return df, drops
+
+
+def drop_unkeyed(
+    df: pl.DataFrame,
+    lost: int,
+    keyed: pl.Expr,
+    drops: dict[str, int],
+    reason: str,
+    none_left: DataError,
+) -> pl.DataFrame:
+    """The `keyed` rows, the `lost` others counted under `reason`; `none_left` when no row
+    has a key (a recipe cannot form a single sequence)."""
+    if lost == df.height:
+        raise none_left
+    count_drop(drops, reason, lost)
+    return df.filter(keyed) if lost else df
 
 
 def contiguous(df: pl.DataFrame) -> pl.DataFrame:
