@@ -304,23 +304,46 @@ def _svg(fig) -> str:
     return text[text.index("<svg") :]
 
 
-def _spread_labels(fig, texts: list) -> None:
-    """Move point labels that would overlap another label down or up a line, so that
-    models close in accuracy and cost stay readable."""
-    if len(texts) < 2:
-        return
+# where a point's label may go, in points from the point, nearest first
+LABEL_SPOTS = [
+    (dx, dy, "left" if dx > 0 else "right")
+    for dy in (3, -11, 13, -21, 23, -31, 33)
+    for dx in (6, -6)
+]
+
+
+def _place_labels(fig, ax, texts: list) -> None:
+    """Put each point's label at the nearest spot (right or left, above or below) where
+    it covers no other label and no point and stays inside the axes, so that models close
+    in accuracy and cost stay readable; the least crowded spot when none is free."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
 
     renderer = FigureCanvasAgg(fig).get_renderer()
-    placed = []
-    for text in sorted(texts, key=lambda t: -t.get_window_extent(renderer).y0):
-        for attempt in range(12):
-            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
-            if not any(box.overlaps(other) for other in placed):
+    fig.draw_without_rendering()  # the layout first: positions are final after it
+    radius = 4 * fig.dpi / 72
+    taken = []
+    for text in texts:
+        x, y = ax.transData.transform(text.xy)
+        taken.append(Bbox.from_extents(x - radius, y - radius, x + radius, y + radius))
+    frame = ax.get_window_extent(renderer)
+    for text in sorted(texts, key=lambda t: -ax.transData.transform(t.xy)[1]):
+        best = None
+        for dx, dy, ha in LABEL_SPOTS:
+            text.xyann = (dx, dy)
+            text.set_horizontalalignment(ha)
+            box = text.get_window_extent(renderer)
+            outside = not (frame.x0 <= box.x0 and box.x1 <= frame.x1)
+            outside = outside or not (frame.y0 <= box.y0 and box.y1 <= frame.y1)
+            cost = sum(box.overlaps(other) for other in taken) + 2 * outside
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, ha)
+            if cost == 0:
                 break
-            step = box.height / fig.dpi * 72 * (1 if attempt % 2 else -1) * (attempt // 2 + 1)
-            text.xyann = (text.xyann[0], 3 + step)
-        placed.append(text.get_window_extent(renderer))
+        _, dx, dy, ha = best
+        text.xyann = (dx, dy)
+        text.set_horizontalalignment(ha)
+        taken.append(text.get_window_extent(renderer))
 
 
 def _log_limits(ax, xs: list[float]) -> None:
@@ -429,7 +452,7 @@ def accuracy_plot(t: dict, prefix: str) -> str:
         ax.set_ylim(bottom=0)
         _seconds_axis(ax)
         ax.legend(loc="lower right", fontsize=8, frameon=False)
-        _spread_labels(fig, texts)
+        _place_labels(fig, ax, texts)
         return _svg(fig)
 
 
@@ -474,7 +497,7 @@ def curves_plot(t: dict, prefix: str) -> str:
         _log_limits(ax, [max(x, 1e-3) for pts in curves.values() for x, _ in pts])
         ax.set_ylim(bottom=0)
         _seconds_axis(ax)
-        _spread_labels(fig, texts)
+        _place_labels(fig, ax, texts)
         return _svg(fig)
 
 
@@ -582,6 +605,7 @@ def _cells(e: dict, position: int, page_dir: Path) -> dict[str, tuple[str, str |
 
 
 LONG_COLUMNS = {"training", "hyperparameters", "budget"}
+NOWRAP_COLUMNS = {"floors", "hardware", "versions", "seeds"}
 ROW_CLASSES = {"floor": "floor", "below floor": "below-floor", "untested": "below-floor"}
 
 
@@ -599,6 +623,7 @@ def _table(t: dict, page_dir: Path) -> str:
             inner, key = values[name]
             attr = "" if key is None else f' data-sort="{key}"'
             attr += ' class="long"' if name in LONG_COLUMNS else ""
+            attr += ' class="nowrap"' if name in NOWRAP_COLUMNS else ""
             cells.append(f"<td{attr}>{inner}</td>")
         body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
     return (
@@ -676,7 +701,9 @@ tr.floor td { background: #f7fafc; }
 tr.below-floor td { color: #718096; font-style: italic; }
 .run { white-space: nowrap; font-size: 12px; }
 .run.missing { color: #a0aec0; }
-td.long { min-width: 24em; font-size: 12px; }
+td.long { min-width: 22em; font-size: 12px; }
+td.long code { display: inline-block; min-width: 36em; }
+td.nowrap { white-space: nowrap; }
 td code { font-size: 11px; }
 """
 
