@@ -72,8 +72,8 @@ class _Absent(_Fake):
 
 
 def test_list_shows_found_and_missing(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._ADAPTERS, _Fake.name, _Fake)
-    monkeypatch.setitem(registry._ADAPTERS, _Absent.name, _Absent)
+    monkeypatch.setitem(registry.DATASETS._classes, _Fake.name, _Fake)
+    monkeypatch.setitem(registry.DATASETS._classes, _Absent.name, _Absent)
     (tmp_path / "zz-fake").mkdir()
     (tmp_path / "zz-fake" / "events.csv").write_text("1,2\n")
     result = invoke("data", "list", "--data-dir", str(tmp_path))

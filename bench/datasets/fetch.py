@@ -32,8 +32,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bench.datasets.registry import list_datasets
-from bench.errors import BenchError, ConfigError, DataError
+from bench.datasets.registry import DATASETS
+from bench.errors import BenchError, DataError
 from bench.paths import remove_tree
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -154,14 +154,7 @@ def fetch(
     `sha256` checks the archive's SHA-256 in addition to the table's MD5. A folder that
     already holds the data set's files is kept unless `force`.
     """
-    datasets = list_datasets()
-    if dataset not in datasets:
-        raise ConfigError(
-            f"unknown data set {dataset!r}",
-            option="--dataset",
-            hint=f"choose one of: {', '.join(datasets)}",
-        )
-    adapter = datasets[dataset]
+    adapter = DATASETS.get(dataset)
     target = _target(dataset, data_dir)
     known = DOWNLOADS.get(dataset)
     if url is None and known is None:

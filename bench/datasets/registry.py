@@ -7,34 +7,24 @@ with `@register_dataset`; nothing else changes.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from pathlib import Path
 
 from bench.datasets.adapters.base import Adapter
-from bench.errors import ConfigError
+from bench.registry import Registry
 
-_ADAPTERS: dict[str, type[Adapter]] = {}
+DATASETS: Registry[type[Adapter]] = Registry(
+    "data set", "bench.datasets.adapters", option="--dataset"
+)
 
 
 def register_dataset(cls: type[Adapter]) -> type[Adapter]:
     """Class decorator: make an adapter available under `cls.name`."""
-    _ADAPTERS[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    from bench.datasets import adapters
-
-    for info in pkgutil.iter_modules(adapters.__path__):
-        if info.name != "base":
-            importlib.import_module(f"{adapters.__name__}.{info.name}")
+    return DATASETS.register(cls)
 
 
 def list_datasets() -> dict[str, type[Adapter]]:
-    _load_all()
-    return dict(sorted(_ADAPTERS.items()))
+    return DATASETS.classes()
 
 
 def data_root(name: str, data_dir: str | Path | None = None) -> Path:
@@ -49,11 +39,4 @@ def data_root(name: str, data_dir: str | Path | None = None) -> Path:
 
 
 def get_adapter(name: str, data_dir: str | Path | None = None, **options) -> Adapter:
-    datasets = list_datasets()
-    if name not in datasets:
-        raise ConfigError(
-            f"unknown data set {name!r}",
-            option="--dataset",
-            hint=f"choose one of: {', '.join(datasets)}",
-        )
-    return datasets[name](root=data_root(name, data_dir), options=options)
+    return DATASETS.get(name)(root=data_root(name, data_dir), options=options)

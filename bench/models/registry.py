@@ -3,49 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import importlib
-import pkgutil
 
 import pydantic
 
 from bench.errors import ConfigError
+from bench.registry import Registry
 
-_MODELS: dict[str, type] = {}
-_NOT_MODELS = {"registry", "base", "layers", "session_graph", "knn"}
+
+def _check_model(cls: type) -> None:
+    for attr in ("name", "family", "paper", "Config"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"model class {cls.__name__} lacks {attr}")
+
+
+MODELS: Registry[type] = Registry(
+    "model",
+    "bench.models",
+    option="--model",
+    check=_check_model,
+)
 
 
 def register_model(cls: type) -> type:
     """Class decorator: the class sets `name`, `family`, `paper` and a `Config` dataclass."""
-    for attr in ("name", "family", "paper", "Config"):
-        if not hasattr(cls, attr):
-            raise TypeError(f"model class {cls.__name__} lacks {attr}")
-    _MODELS[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    import bench.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _NOT_MODELS:
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    return MODELS.register(cls)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    _load_all()
-    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+    return MODELS.names(pattern)
 
 
 def get_model_class(name: str) -> type:
-    _load_all()
-    if name not in _MODELS:
-        raise ConfigError(
-            f"unknown model {name!r}",
-            option="--model",
-            hint=f"choose one of: {', '.join(sorted(_MODELS))}",
-        )
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def build_config(name: str, overrides: dict | None = None):

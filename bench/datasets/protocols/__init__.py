@@ -1,13 +1,10 @@
 """Named, versioned recipes: filter, sessionize, split, remap, augment (after the split).
 
-One module per protocol; each registers its class with `@register_protocol`. Importing
-this package imports them all, so `list_protocols()` sees every one.
+One module per protocol; each registers its class with `@register_protocol`, and the
+first lookup (`list_protocols()`, `get_protocol()`) imports every module of this package.
 """
 
 from __future__ import annotations
-
-import importlib
-import pkgutil
 
 from bench.datasets.protocols.base import (
     Built,
@@ -30,7 +27,3 @@ __all__ = [
     "recipe_hash",
     "register_protocol",
 ]
-
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base":
-        importlib.import_module(f"{__name__}.{_info.name}")

@@ -24,6 +24,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import ConfigError
+from bench.registry import Registry
 
 SPLITS = ("train", "valid", "test")
 TRAIN, VALID, TEST = 0, 1, 2
@@ -133,30 +134,22 @@ class Protocol:
         raise NotImplementedError
 
 
-_PROTOCOLS: dict[str, type[Protocol]] = {}
+PROTOCOLS: Registry[type[Protocol]] = Registry(
+    "protocol", "bench.datasets.protocols", option="--protocol"
+)
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:
     """Class decorator: make a protocol available under `cls.name`."""
-    _PROTOCOLS[cls.name] = cls
-    return cls
+    return PROTOCOLS.register(cls)
 
 
 def list_protocols() -> dict[str, type[Protocol]]:
-    from bench.datasets import protocols  # noqa: F401  (imports every protocol module)
-
-    return dict(sorted(_PROTOCOLS.items()))
+    return PROTOCOLS.classes()
 
 
 def get_protocol(name: str) -> Protocol:
-    known = list_protocols()
-    if name not in known:
-        raise ConfigError(
-            f"unknown protocol {name!r}",
-            option="--protocol",
-            hint=f"choose one of: {', '.join(known)}",
-        )
-    return known[name]()
+    return PROTOCOLS.get(name)()
 
 
 def recipe_hash(
