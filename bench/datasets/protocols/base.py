@@ -1,8 +1,8 @@
-"""What every protocol shares: the base class, typed parameters, the registry, the recipe
-hash and the split codes. The steps the recipes are built from live beside it, one module
-each: `load` (reading, drops), `clock` (calendar time), `vocab` (remapping, item tables),
-`examples` (sequences, example pointers), `counts` (split statistics), `negatives`
-(sampled negatives), and `arrays` (the chunked NumPy kernels under them).
+"""What every protocol shares: the base class, typed parameters, the registry and the
+recipe hash. The steps the recipes are built from live beside it, one module each:
+`splits` (split codes), `load` (reading, drops), `clock` (calendar time), `vocab`
+(remapping, item tables), `examples` (sequences, example pointers), `counts` (split
+statistics), `negatives` (sampled negatives), and `arrays` (the chunked NumPy kernels).
 
 A protocol turns the canonical LazyFrame of an adapter into a `Built`: the flat events
 table and per-split example pointers of the artifact layout (`bench.datasets.artifact`).
@@ -25,11 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import ConfigError
 from bench.registry import Registry
-
-SPLITS = ("train", "valid", "test")
-TRAIN, VALID, TEST = 0, 1, 2
-NO_TARGET = len(SPLITS)  # target code of an event row that is no example's target
-BUY = 4  # behaviour index of a purchase (schema.BEHAVIOR_INDEX["buy"])
 
 
 class Params(BaseModel):
@@ -74,7 +69,7 @@ class Built:
     drops: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # protocol-specific meta
     negatives: dict[str, pl.DataFrame] = field(default_factory=dict)
-    targets: np.ndarray | None = None  # per event row: its example's split (NO_TARGET: none)
+    targets: np.ndarray | None = None  # per event row: its example's split (splits.NO_TARGET: none)
 
 
 class Protocol:

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from bench.datasets.protocols.arrays import CHUNK_ROWS, chunked_bincount, n_distinct
-from bench.datasets.protocols.base import NO_TARGET, SPLITS
+from bench.datasets.protocols.splits import NO_TARGET, SPLITS
 
 
 def split_counts(

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from bench.datasets.protocols.arrays import n_distinct
-from bench.datasets.protocols.base import BUY, NO_TARGET, SPLITS, TRAIN
+from bench.datasets.protocols.splits import BUY, NO_TARGET, SPLITS, TRAIN
 from bench.errors import DataError
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from bench.datasets.protocols.base import TEST, VALID, Built, Params
+from bench.datasets.protocols.base import Built, Params
+from bench.datasets.protocols.splits import TEST, VALID
 from bench.errors import ConfigError
 
 

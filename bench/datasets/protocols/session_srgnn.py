@@ -36,19 +36,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from bench.datasets.protocols.base import (
-    TEST,
-    TRAIN,
-    VALID,
-    Built,
-    DataInfo,
-    Params,
-    Protocol,
-    register_protocol,
-)
+from bench.datasets.protocols.base import Built, DataInfo, Params, Protocol, register_protocol
 from bench.datasets.protocols.clock import MS_PER_DAY, iso
 from bench.datasets.protocols.examples import pointers, require_examples, sequence_index
 from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.splits import TEST, TRAIN, VALID
 from bench.datasets.protocols.vocab import category_vocab, index_lookup, item_table
 from bench.errors import ConfigError, DataError
 

@@ -30,17 +30,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from bench.datasets.protocols.base import (
-    BUY,
-    TEST,
-    TRAIN,
-    VALID,
-    Built,
-    DataInfo,
-    Params,
-    Protocol,
-    register_protocol,
-)
+from bench.datasets.protocols.base import Built, DataInfo, Params, Protocol, register_protocol
 from bench.datasets.protocols.clock import day_after, iso, shift_days, to_ms, zone
 from bench.datasets.protocols.examples import (
     examples_by_split,
@@ -49,6 +39,7 @@ from bench.datasets.protocols.examples import (
     sequence_index,
 )
 from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.splits import BUY, TEST, TRAIN, VALID
 from bench.datasets.protocols.vocab import category_vocab, index_lookup, item_table
 from bench.errors import DataError
 

@@ -27,16 +27,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from bench.datasets.protocols.base import (
-    TEST,
-    TRAIN,
-    VALID,
-    Built,
-    DataInfo,
-    Params,
-    Protocol,
-    register_protocol,
-)
+from bench.datasets.protocols.base import Built, DataInfo, Params, Protocol, register_protocol
 from bench.datasets.protocols.examples import (
     examples_by_split,
     order_sequences,
@@ -44,6 +35,7 @@ from bench.datasets.protocols.examples import (
     sequence_index,
 )
 from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.splits import TEST, TRAIN, VALID
 from bench.datasets.protocols.vocab import category_vocab, index_lookup, item_table
 from bench.errors import DataError
 

@@ -30,16 +30,7 @@ import polars as pl
 from pydantic import Field
 
 from bench.datasets.protocols.arrays import chunked_bincount, first_rows, support
-from bench.datasets.protocols.base import (
-    TEST,
-    TRAIN,
-    VALID,
-    Built,
-    DataInfo,
-    Params,
-    Protocol,
-    register_protocol,
-)
+from bench.datasets.protocols.base import Built, DataInfo, Params, Protocol, register_protocol
 from bench.datasets.protocols.clock import day_after, iso, parse_instant, shift_days, to_ms, zone
 from bench.datasets.protocols.examples import (
     examples_and_targets,
@@ -48,6 +39,7 @@ from bench.datasets.protocols.examples import (
     run_starts,
 )
 from bench.datasets.protocols.load import count_drop, drop_missing_time, load_events
+from bench.datasets.protocols.splits import TEST, TRAIN, VALID
 from bench.datasets.protocols.vocab import category_index, category_vocab, index_codes, items_frame
 from bench.errors import ConfigError, DataError
 
