@@ -102,12 +102,12 @@ def _run_links(e: dict, page_dir: Path) -> str:
     parts = []
     for result in e.get("runs") or []:
         seed = html.escape(str(result.get("seed", "?")))
-        run_id = html.escape(str(result.get("run_id", "")))
+        run_id = str(result.get("run_id", ""))
         folder = _run_folder(result)
         if folder is None or not folder.is_dir():
-            where = html.escape(str(folder)) if folder else "not recorded"
+            title = f"{run_id}: run folder {folder or 'not recorded'}"
             parts.append(
-                f'<span class="run missing" title="{run_id}: run folder {where}">'
+                f'<span class="run missing" title="{html.escape(title)}">'
                 f"s{seed}: folder absent</span>"
             )
             continue
