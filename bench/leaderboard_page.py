@@ -135,11 +135,12 @@ def _run_links(e: dict, page_dir: Path) -> str:
 def _protocol_summary(name: str) -> tuple[str, int | None]:
     """What the protocol does, from its registered class: the first paragraph of its
     module's docstring and its one-line description; its recipe version."""
-    try:
-        from bench.datasets.protocols import get_protocol
+    from bench.datasets.protocols import get_protocol
+    from bench.errors import BenchError
 
+    try:
         protocol = get_protocol(name)
-    except Exception:  # an unknown or since-renamed protocol still gets its card
+    except BenchError:  # an unknown or since-renamed protocol still gets its card
         return "not a registered protocol of this bench version", None
     doc = inspect.getmodule(type(protocol)).__doc__ or ""
     first = " ".join(doc.strip().split("\n\n")[0].split())
