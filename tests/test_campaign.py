@@ -1,10 +1,12 @@
 """benchmarks/campaigns/campaign.py: a second invocation with the same settings runs nothing (the
 store already holds each run by its id); another protocol variant is another run; bad
-input is a clear error."""
+input is a clear error. The script runs as its users run it (tests import no benchmark)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,9 @@ import torch
 
 from bench.leaderboard import build_tables
 from bench.results import ResultsStore
-from benchmarks.campaigns import campaign
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = Path(
     os.environ.get("BENCH_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -23,13 +25,20 @@ DATA = Path(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "ml-100k").exists(), reason="ml-100k not available")
-def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("BENCH_DATA_DIR", str(DATA))
-    monkeypatch.chdir(tmp_path)  # relative paths resolve here, in the children too
+def campaign(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.campaigns.campaign ARGS` in `cwd`, reading the test data."""
+    env = dict(os.environ, BENCH_DATA_DIR=str(DATA), WANDB_MODE="offline")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, "-m", "benchmarks.campaigns.campaign", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path):
     args = ["--datasets", "ml-100k", "--models", "pop", "--seeds", "0", "--results", "c.db"]
     args += ["--runs-dir", "runs", "--cache-dir", "cache", "--leaderboards", "boards"]
-    assert campaign.main(args) == 0
-    out = capsys.readouterr().out
+    first = campaign(args, tmp_path)  # relative paths resolve here, in the children too
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout
     assert "1 runs to do, 0 already in c.db" in out and "ml-100k    pop" in out
     (row,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
     assert row["model"] == "pop" and (tmp_path / "runs" / row["run_id"] / "result.json").exists()
@@ -42,30 +51,30 @@ def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path, caps
     )
     assert pop["gains"].mean() == pytest.approx(pop["mean"]["ndcg@10"])
 
-    assert campaign.main(args) == 0
-    assert "0 runs to do, 1 already in c.db" in capsys.readouterr().out
+    second = campaign(args, tmp_path)
+    assert second.returncode == 0 and "0 runs to do, 1 already in c.db" in second.stdout
     (again,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
     assert again["created_at"] == row["created_at"]  # not run and stored again
 
     # a protocol parameter makes another protocol hash: another run, planned not skipped
     variant = [*args, "--protocol-set", "min_seq_length=5", "--seeds", "0,1", "--dry-run"]
-    assert campaign.main(variant) == 0
-    out = capsys.readouterr().out
+    third = campaign(variant, tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    out = third.stdout
     assert "2 runs to do" in out
     assert "would run ml-100k pop 0" in out and "would run ml-100k pop 1" in out
 
 
-def test_protocol_set_reads_typed_values_and_rejects_bad_pairs(capsys):
-    assert campaign.protocol_params(["min_item_support=1", "restrict_train_to_target=false"]) == {
-        "min_item_support": 1,
-        "restrict_train_to_target": False,
-    }
-    assert campaign.main(["--protocol-set", "min_item_support", "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert "--protocol-set" in err and "min_item_support=1" in err
+def test_protocol_set_rejects_a_pair_without_a_value(tmp_path):
+    """Values are typed by bench's `key=value` reader (tests/test_cli_data.py); a pair
+    without one is a clear error naming the option, before any data is read."""
+    args = ["--datasets", "ml-100k", "--protocol-set", "min_item_support", "--dry-run"]
+    bad = campaign([*args, "--results", "c.db"], tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--protocol-set" in bad.stderr and "min_item_support=" in bad.stderr
 
 
-def test_every_campaign_data_set_plans_its_runs(tmp_path, capsys, monkeypatch):
+def test_every_campaign_data_set_plans_its_runs(tmp_path):
     """The six real data sets resolve to their default protocols and plan one run each."""
     names = [
         "ml-100k",
@@ -77,14 +86,14 @@ def test_every_campaign_data_set_plans_its_runs(tmp_path, capsys, monkeypatch):
     ]
     if not all((DATA / n).exists() for n in names):
         pytest.skip("real data sets not available")
-    monkeypatch.setenv("BENCH_DATA_DIR", str(DATA))
     args = ["--datasets", ",".join(names), "--models", "pop", "--seeds", "0", "--dry-run"]
     args += ["--results", str(tmp_path / "c.db"), "--cache-dir", str(tmp_path / "cache")]
-    assert campaign.main(args) == 0
-    out = capsys.readouterr().out
+    planned = campaign(args, tmp_path)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    out = planned.stdout
     assert "6 runs to do" in out
     assert all(f"would run {n} pop 0" in out for n in names)
     # the Taobao sample with a lower item support is a variant the campaign can run
     taobao = [*args[:1], "taobao", *args[2:], "--protocol-set", "min_item_support=1"]
-    assert campaign.main(taobao) == 0
-    assert "1 runs to do" in capsys.readouterr().out
+    variant = campaign(taobao, tmp_path)
+    assert variant.returncode == 0 and "1 runs to do" in variant.stdout

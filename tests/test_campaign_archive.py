@@ -4,6 +4,10 @@ store whose leaderboard is the same and which the campaign treats as done."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +16,28 @@ from bench.leaderboard import build_tables, write_leaderboards
 from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.run import execute
-from benchmarks.campaigns.campaign_archive import pack, unpack
 from tests.synthetic import planted_sequences
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def archive_cli(*args) -> int:
+    """`python -m benchmarks.campaigns.campaign_archive ARGS` as a user runs it; returns the
+    rows it says it packed or added (tests import no benchmark)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "benchmarks.campaigns.campaign_archive", *map(str, args)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return int(proc.stdout.split()[1])  # "packed N rows into ..." / "added N rows to ..."
+
+
+def pack(results: str, out: Path) -> int:
+    return archive_cli("pack", "--results", results, "--out", out)
+
+
+def unpack(archive: Path, results: str, runs_dir: Path) -> int:
+    return archive_cli("unpack", "--archive", archive, "--results", results, "--runs-dir", runs_dir)
 
 
 @pytest.fixture

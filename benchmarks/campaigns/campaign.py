@@ -22,33 +22,19 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import yaml
+from benchmarks.campaigns import common
 
 FITTED = {"pop", "repeat", "sr", "sknn", "vsknn", "stan"}  # seconds each: run them first
 
 
-def protocol_params(pairs: list[str]) -> dict:
-    """`key=value` pairs as protocol parameters, values read as YAML scalars (1, true, 0.5)."""
-    from bench.errors import ConfigError
-
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"--protocol-set {pair!r} is not key=value",
-                option="--protocol-set",
-                hint="write e.g. --protocol-set min_item_support=1",
-            )
-        params[key.strip()] = yaml.safe_load(value)
-    return params
-
-
 def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
     """The RunConfig of one campaign run; parent and child build it the same way."""
+    from bench.cli import parse_assignments
     from bench.models.registry import get_model_class
     from bench.training.config import resolve
 
@@ -69,7 +55,8 @@ def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
         "lr": args.lr,
         "wandb": False,
     }
-    sets = {f"protocol.{k}": v for k, v in protocol_params(args.protocol_set).items()}
+    params = parse_assignments(args.protocol_set, "--protocol-set")  # typed as YAML reads them
+    sets = {f"protocol.{k}": v for k, v in params.items()}
     return resolve({}, sets, settings)
 
 
@@ -103,7 +90,7 @@ def plan(args: argparse.Namespace, models: list[str], done: set[str]) -> list[tu
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = common.parser(__doc__, smoke={"datasets": "ml-100k", "models": "pop", "seeds": "0"})
     p.add_argument(
         "--datasets",
         default="ml-100k,taobao",
@@ -147,7 +134,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    args = common.parse(parser(), argv)
+    if args.smoke and not args.one:
+        if why := common.missing_data("ml-100k"):
+            return common.skip_all(why)
+        root = Path(tempfile.mkdtemp(prefix="campaign_smoke_"))  # written here, nowhere else
+        argv = [*argv, "--results", str(root / "c.db"), "--runs-dir", str(root / "runs")]
+        argv += ["--cache-dir", str(root / "cache"), "--leaderboards", str(root / "boards")]
+        args = common.parse(parser(), argv)
     from bench.errors import BenchError
 
     try:

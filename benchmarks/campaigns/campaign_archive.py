@@ -14,11 +14,13 @@ run folders' rank files from it, so the campaign skips every run already done an
 
 from __future__ import annotations
 
-import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.campaigns import common
 
 ROWS = "results.jsonl"
 ARRAYS = "arrays"
@@ -94,9 +96,24 @@ def unpack(archive: Path, results: str, runs_dir: Path) -> int:
     return added
 
 
+def smoke(archive: Path) -> int:
+    """The committed archive round trip in a temp folder: unpack, pack, unpack again (adds
+    nothing); the repacked rows are the archive's rows."""
+    with tempfile.TemporaryDirectory(prefix="campaign_archive_") as tmp:
+        store, runs, out = f"{tmp}/c.db", Path(tmp) / "runs", Path(tmp) / "packed"
+        added = unpack(archive, store, runs)
+        packed = pack(store, out)
+        again = unpack(out, store, runs)
+        rows = len((archive / ROWS).read_text().splitlines())
+        print(f"{archive}: {rows} rows; unpacked {added}, packed {packed}, unpacked again {again}")
+        if not added == packed == rows or again:
+            raise SystemExit("the archive does not survive a round trip")
+    return 0
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = common.parser(__doc__)
+    sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("pack", help="results store -> committed folder")
     p.add_argument("--results", default="runs/cite.db")
     p.add_argument("--out", type=Path, default=Path("leaderboards/campaign"))
@@ -104,8 +121,12 @@ def main() -> None:
     u.add_argument("--archive", type=Path, default=Path("leaderboards/campaign"))
     u.add_argument("--results", default="runs/cite.db")
     u.add_argument("--runs-dir", type=Path, default=Path("runs/cite"))
-    args = parser.parse_args()
-    if args.command == "pack":
+    args = common.parse(parser)
+    if args.smoke:
+        smoke(common.ROOT / "leaderboards" / "campaign")
+    elif args.command is None:
+        parser.error("name a command: pack or unpack")
+    elif args.command == "pack":
         print(f"packed {pack(args.results, args.out)} rows into {args.out}")
     else:
         added = unpack(args.archive, args.results, args.runs_dir)

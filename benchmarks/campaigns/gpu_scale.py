@@ -43,12 +43,12 @@ their bool mask, 8.5 GB).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import platform
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -61,6 +61,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and `benchmarks` im
 from bench.datasets.synth_tensors import TAOBAO_ITEMS, synthetic_batch, zipf_counts  # noqa: E402
 from bench.evaluation import DEFAULT_CHUNK_ITEMS, chunked_ranks  # noqa: E402
 from bench.ranking_kernels import fused_ranks, plain_ranks  # noqa: E402
+from benchmarks.campaigns import common  # noqa: E402
 
 MODELS = ("sasrec", "gru4rec", "srgnn", "gnn_lstm")
 
@@ -436,7 +437,8 @@ def part_evaluation(args, device: torch.device, report: Report) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cuda = torch.cuda.is_available()
+    p = common.parser(__doc__, smoke={"small": True, "device": "cuda" if cuda else "cpu"})
     p.add_argument("--device", default="cuda")
     p.add_argument("--small", action="store_true", help="tiny sizes (a check that it runs)")
     p.add_argument("--out", type=Path, default=None)
@@ -459,7 +461,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plain-budget", type=float, default=0.0, help="plain: extrapolate above")
     p.add_argument("--no-triton", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (--small: 1)")
-    args = p.parse_args(argv)
+    args = common.parse(p, argv)
+    if args.smoke and not cuda:
+        common.skipped("CUDA figures and the Triton kernel", "no CUDA device here")
+    if args.smoke and args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="gpu_scale_")) / "gpu_scale.json"
     if args.threads or args.small:
         torch.set_num_threads(args.threads or 1)  # a shared CPU: spinning threads cost more
     if args.small:

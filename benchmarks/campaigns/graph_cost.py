@@ -16,11 +16,8 @@ else an equivalent `torch.nn.GRU` encoder). Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +26,7 @@ from torch import nn
 from bench.models.base import DataSpec, HistoryEmbedding, ModelConfig, last_position
 from bench.models.registry import create_model, list_models
 from bench.models.session_graph import build_session_graph
+from benchmarks.campaigns import common
 
 GRAPH_MODELS = ("gnn_lstm", "srgnn", "gcsan")
 
@@ -88,7 +86,9 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(
+        __doc__, smoke={"batch": 16, "length": 10, "items": 300, "dim": 16, "reps": 1}
+    )
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--items", type=int, default=40_000)
@@ -96,30 +96,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=float, default=0.0, help="share of revisited items")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = common.parse(parser)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     spec = DataSpec(n_items=args.items, max_len=args.length)
     batch = make_batch(args.batch, args.length, args.items, args.repeat)
     graph = build_session_graph(batch["items"], batch["lengths"])
-    common = {"embedding_dim": args.dim}
+    sizes = {"embedding_dim": args.dim}
     if "gru4rec" in list_models():
-        baseline_name, baseline = "gru4rec", create_model("gru4rec", spec, common)
+        baseline_name, baseline = "gru4rec", create_model("gru4rec", spec, sizes)
     else:
         baseline_name, baseline = "nn.GRU", PlainGRU(spec, args.dim, 2 * args.dim)
-    models = {baseline_name: baseline} | {n: create_model(n, spec, common) for n in GRAPH_MODELS}
+    models = {baseline_name: baseline} | {n: create_model(n, spec, sizes) for n in GRAPH_MODELS}
 
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in info.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {cpu}")
+    print(f"{common.machine_line()}, {torch.get_num_threads()} thread(s)")
     print(
         f"batch {args.batch} x {args.length} over {args.items} items, d={args.dim}, "
         f"revisit share {args.repeat}: {graph.n_nodes} nodes, {graph.edge_index.size(1)} edges"

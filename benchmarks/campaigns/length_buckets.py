@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+from benchmarks.campaigns import common
+
 ARMS = ("random", "bucketed")
 
 
-def child(arm: str, batches: int, data: Path, seed: int) -> dict:
+def child(arm: str, batches: int, data: Path, seed: int, cache_dir: str | None = None) -> dict:
     """Train `batches` batches under `arm`; returns the JSON row."""
     import lightning as L
     import torch
@@ -53,7 +52,8 @@ def child(arm: str, batches: int, data: Path, seed: int) -> dict:
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
             self.cpu += time.process_time() - self._start
 
-    with tempfile.TemporaryDirectory(prefix="length_buckets_") as cache:
+    with tempfile.TemporaryDirectory(prefix="length_buckets_") as tmp:
+        cache = cache_dir or tmp
         folder = prepare(
             "diginetica-dynamicrec",
             "user-loo",
@@ -94,23 +94,29 @@ def child(arm: str, batches: int, data: Path, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, smoke={"batches": 2, "reps": 1})
     parser.add_argument("--batches", type=int, default=80)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-dir", type=Path, default=Path(common.data_dir()))
+    parser.add_argument("--cache-dir", help="artifact cache (default: a fresh one per arm)")
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = common.parse(parser)
     if args.child:
-        print(json.dumps(child(args.child, args.batches, args.data_dir, args.seed)))
+        print(json.dumps(child(args.child, args.batches, args.data_dir, args.seed, args.cache_dir)))
         return
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if args.smoke and (why := common.missing_data("diginetica-dynamicrec")):
+        raise SystemExit(common.skip_all(why))
+    if args.smoke and args.cache_dir is None:  # the arms share one preparation
+        args.cache_dir = tempfile.mkdtemp(prefix="length_buckets_cache_")
+    env = common.thread_env(1)
     rows: list[dict] = []
     for rep in range(args.reps):
         for arm in ARMS if rep % 2 == 0 else ARMS[::-1]:
-            cmd = [sys.executable, "-m", "benchmarks.length_buckets", "--child", arm]
+            cmd = [sys.executable, "-m", "benchmarks.campaigns.length_buckets", "--child", arm]
             cmd += [f"--batches={args.batches}", f"--seed={args.seed + rep}"]
             cmd += [f"--data-dir={args.data_dir}"]
+            cmd += [f"--cache-dir={args.cache_dir}"] if args.cache_dir else []
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             row = json.loads(out.stdout.strip().splitlines()[-1]) | {"rep": rep}
             rows.append(row)

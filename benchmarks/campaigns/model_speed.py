@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,8 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
+from benchmarks.campaigns import common
+
+ROOT = common.ROOT
+DEFAULT_DATA = common.DEFAULT_DATA
 
 
 def _value(text: str):
@@ -196,7 +196,7 @@ def run_subprocess(
     model: str, params: dict, args: argparse.Namespace, python: str = sys.executable
 ) -> dict:
     """`measure` in a fresh interpreter with OMP_NUM_THREADS fixed; returns its JSON."""
-    cmd = [python, "-m", "benchmarks.model_speed", "--model", model, "--json"]
+    cmd = [python, "-m", "benchmarks.campaigns.model_speed", "--model", model, "--json"]
     for key, value in params.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     cmd += [
@@ -219,40 +219,12 @@ def run_subprocess(
     ]
     if args.cache_dir:
         cmd += ["--cache-dir", str(args.cache_dir)]
-    env = thread_env(args.threads)
+    env = common.thread_env(args.threads)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-3000:]
         raise RuntimeError(f"{model} failed (exit {proc.returncode}):\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def thread_env(threads: int) -> dict:
-    """The environment of a measured subprocess: every BLAS / OpenMP pool at `threads`."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def machine() -> dict:
-    """nproc, CPU model, load and versions, for the record next to the numbers."""
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in info.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-    }
 
 
 def summary(row: dict) -> tuple[float, float | None, float, float | None]:
@@ -273,8 +245,9 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def make_parser() -> argparse.ArgumentParser:
+    """The options; `recbole_compare` starts from their defaults, so a new one reaches it."""
+    parser = common.parser(__doc__, smoke={"model": ["gru4rec"], "batches": 2})
     parser.add_argument("--model", action="append", help="model(s) to time; default: all")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", action="store_true", help="measure in-process, print JSON")
@@ -295,10 +268,17 @@ def main() -> None:
         default="prefixes",
         help="sequences: whole windows (time whole epochs: --batches 0)",
     )
-    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
+    parser.add_argument("--data-dir", default=common.data_dir())
     parser.add_argument("--cache-dir", default=None, help="artifact cache (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="also write all rows as JSON here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
+    args = common.parse(parser)
+    if args.smoke and (why := common.missing_data("ml-100k")):
+        raise SystemExit(common.skip_all(why))
     if args.training == "sequences" and args.batches:
         parser.error("--training sequences times whole epochs: leave --batches at 0")
     params = {}
@@ -332,7 +312,7 @@ def main() -> None:
     models = args.model or list_models()
     with tempfile.TemporaryDirectory(prefix="model_speed_cache_") as tmp:
         args.cache_dir = args.cache_dir or tmp  # one artifact, prepared by the first model
-        info = machine()
+        info = common.machine()
         print(
             f"{info['nproc']} CPU(s), {info['cpu']}, load {info['load_average']}; "
             f"{args.threads} torch thread(s), OMP_NUM_THREADS={args.threads}; ml-100k user-loo, "

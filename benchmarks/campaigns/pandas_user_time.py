@@ -13,8 +13,8 @@ user is an example of its split. Outputs the same Parquet tables as the artifact
 
 from __future__ import annotations
 
-import argparse
 import json
+import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+
+from benchmarks.campaigns import common
 
 TAOBAO_WINDOW = ("2017-11-25T00:00:00+08:00", "2017-12-04T00:00:00+08:00")
 TAOBAO_TZ = "Asia/Shanghai"
@@ -149,10 +151,20 @@ def prepare_user_time(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("csv", type=Path)
+    parser = common.parser(__doc__, epilog="--smoke: a 5,000-row synthetic file of its own")
+    parser.add_argument("csv", type=Path, nargs="?", help="UserBehavior.csv (required)")
     parser.add_argument("out_dir", type=Path, nargs="?")
-    args = parser.parse_args()
+    args = common.parse(parser)
+    if args.smoke and args.csv is None:
+        from bench.datasets.synth import write_taobao_synth
+
+        with tempfile.TemporaryDirectory(prefix="pandas-user-time-") as tmp:
+            csv = Path(tmp) / "UserBehavior.csv"
+            write_taobao_synth(csv, 5_000, seed=0)
+            print(json.dumps(prepare_user_time(csv, Path(tmp) / "out")))
+        return
+    if args.csv is None:
+        parser.error("the csv file is required (UserBehavior.csv)")
     print(json.dumps(prepare_user_time(args.csv, args.out_dir)))
 
 

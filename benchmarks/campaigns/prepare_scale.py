@@ -19,7 +19,6 @@ per-line profile of the Polars run (wall seconds per bench source line, sampled)
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -31,7 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.campaigns import common
+
+ROOT = common.ROOT
 GIB = 1 << 30
 
 
@@ -150,7 +151,7 @@ PRELOAD = {
         "bench.datasets.protocols",
         "bench.datasets.adapters.taobao_synth",
     ],
-    "pandas": ["pandas", "pyarrow.parquet", "benchmarks.pandas_user_time"],
+    "pandas": ["pandas", "pyarrow.parquet", "benchmarks.campaigns.pandas_user_time"],
 }
 
 
@@ -209,14 +210,9 @@ def run_step(kind: str, args: dict, threads: int, timeout: float, log: Path) -> 
 
 
 def machine(threads: int) -> dict:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.provenance import cpu_name
+
+    model = cpu_name()
     mem = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -298,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_step":
         child_main(argv[1:])
         return 0
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+    parser = common.parser(
+        __doc__,
+        smoke={"rows": 10_000, "threads": 1},
         epilog="example: python benchmarks/campaigns/prepare_scale.py --rows 10000000",
     )
-    parser.add_argument("--rows", type=int, required=True, help="rows of the synthetic file")
+    parser.add_argument("--rows", type=int, help="rows of the synthetic file (required)")
     parser.add_argument("--pandas-rows", type=int, help="rows for pandas (default: --rows)")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     parser.add_argument("--workdir", type=Path, help="where files go (default: a temp folder)")
@@ -315,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per step")
     parser.add_argument("--stages", action="store_true", help="profile the Polars stages")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    args = common.parse(parser, argv)
+    if args.rows is None:
+        parser.error("--rows is required (e.g. --rows 10000000)")
     pandas_rows = args.pandas_rows or args.rows
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="prepare-scale-"))

@@ -34,15 +34,22 @@ definition on both sides.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.campaigns.model_speed import DEFAULT_DATA
-from benchmarks.campaigns.recbole_compare import MODELS, PEERS, VENV, ensure_venv, run_recbole
+from benchmarks.campaigns import common
+from benchmarks.campaigns.recbole_compare import (
+    MODELS,
+    PEERS,
+    VENV,
+    ensure_venv,
+    ready_python,
+    run_recbole,
+)
 
 KS = (10, 20)
 
@@ -185,7 +192,7 @@ def row_text(name: str, rb: dict | None, be: dict | None, cap: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, smoke={"max_epochs": 1, "work": None})
     parser.add_argument("--models", default="stamp")
     parser.add_argument(
         "--max-epochs",
@@ -209,11 +216,15 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="bench side only: a setting or hyperparameter (an experiment)",
     )
-    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
+    parser.add_argument("--data-dir", default=common.data_dir())
     parser.add_argument("--venv", type=Path, default=VENV)
     parser.add_argument("--work", type=Path, default=PEERS / "recbole_accuracy")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = common.parse(parser)
+    if args.smoke and (why := common.missing_data("ml-100k")):
+        raise SystemExit(common.skip_all(why))
+    if args.work is None:  # a smoke run keeps nothing
+        args.work = Path(tempfile.mkdtemp(prefix="recbole_accuracy_"))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
@@ -225,7 +236,12 @@ def main() -> None:
     pairs = {p.bench: p for p in MODELS}
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    python = ensure_venv(args.venv) if "recbole" in sides else None
+    python = None
+    if "recbole" in sides:
+        python = ready_python(args.venv) if args.smoke else ensure_venv(args.venv)
+        if python is None:  # a smoke run installs nothing
+            common.skipped("RecBole side", f"no complete RecBole venv at {args.venv}")
+            sides.discard("recbole")
     rows, lines = [], []
     for name in args.models.split(","):
         pair = pairs[name]

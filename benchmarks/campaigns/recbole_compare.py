@@ -28,10 +28,8 @@ Run from the repository root (about 25-60 minutes on 2 busy cores):
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.campaigns.model_speed import DEFAULT_DATA, ROOT, machine, run_subprocess, thread_env
+from benchmarks.campaigns import common, model_speed
+from benchmarks.campaigns.common import ROOT, machine, thread_env
 
 PEERS = ROOT / ".bench-peers"
 VENV = PEERS / "recbole-venv"
@@ -153,6 +152,13 @@ MODELS = (
 BENCH_ONLY = {"gnn_lstm": {"embedding_dim": 64} | NO_SIDE, "gcsan": {"embedding_dim": 64} | NO_SIDE}
 
 
+VENV_CHECK = (
+    "import torch, recbole, numpy, sys; "
+    "sys.exit(not (torch.__version__.split('+')[0] == '2.13.0' and "
+    "recbole.__version__ == '1.2.1' and numpy.__version__ == '1.26.4'))"
+)
+
+
 def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
@@ -160,15 +166,7 @@ def venv_python(venv: Path) -> Path:
 def ensure_venv(venv: Path) -> Path:
     """The RecBole venv, made (or completed) when missing; returns its python."""
     python = venv_python(venv)
-    check = (
-        "import torch, recbole, numpy, sys; "
-        "sys.exit(not (torch.__version__.split('+')[0] == '2.13.0' and "
-        "recbole.__version__ == '1.2.1' and numpy.__version__ == '1.26.4'))"
-    )
-    if (
-        python.exists()
-        and subprocess.run([python, "-c", check], capture_output=True).returncode == 0
-    ):
+    if ready_python(venv):
         return python
     print(f"creating {venv} (RecBole 1.2.1; torch pinned first)", flush=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +175,7 @@ def ensure_venv(venv: Path) -> Path:
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, TORCH_PIN], check=True)  # first, so nothing pulls another torch
     subprocess.run([*pip, TORCH_PIN, *RECBOLE_PINS], check=True)
-    subprocess.run([python, "-c", check], check=True)
+    subprocess.run([python, "-c", VENV_CHECK], check=True)
     return python
 
 
@@ -244,7 +242,8 @@ def run_recbole(
 def run_bench(
     model: str, params: dict, epochs: int, data_dir: str, cache_dir: str, batches: int
 ) -> dict:
-    args = argparse.Namespace(
+    args = model_speed.make_parser().parse_args([])  # every option model_speed has
+    args.__dict__.update(
         batches=batches,
         epochs=epochs,
         batch_size=2048,
@@ -254,7 +253,7 @@ def run_bench(
         data_dir=data_dir,
         cache_dir=cache_dir,
     )
-    return run_subprocess(model, params, args)
+    return model_speed.run_subprocess(model, params, args)
 
 
 def med(values) -> float | None:
@@ -319,8 +318,19 @@ def markdown(rows: list[dict], graph: list[tuple[str, dict]], info: dict, cmd: s
     return "\n".join(lines)
 
 
+def ready_python(venv: Path) -> Path | None:
+    """The RecBole venv's python when the venv is complete; None (nothing installed) if not."""
+    python = venv_python(venv)
+    if (
+        python.exists()
+        and subprocess.run([python, "-c", VENV_CHECK], capture_output=True).returncode == 0
+    ):
+        return python
+    return None
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.parser(__doc__, smoke={"models": "gru4rec", "batches": 2, "out": None})
     parser.add_argument("--epochs", type=int, default=1, help="training epochs per side")
     parser.add_argument(
         "--batches",
@@ -337,19 +347,23 @@ def main() -> None:
         "imported (sine.py); 'off' times RecBole with it switched back off",
     )
     parser.add_argument("--venv", type=Path, default=VENV)
-    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", str(DEFAULT_DATA)))
+    parser.add_argument("--data-dir", default=common.data_dir())
     parser.add_argument("--out", type=Path, default=PEERS / "recbole_compare.json")
-    args = parser.parse_args()
+    args = common.parse(parser)
+    if args.smoke and (why := common.missing_data("ml-100k")):
+        raise SystemExit(common.skip_all(why))
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     known = {p.bench for p in MODELS} | set(BENCH_ONLY)
     unknown = sorted(set(wanted) - known)
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {sorted(known)}")
 
-    python = ensure_venv(args.venv)
-    theirs = recbole_data_file(python)
+    python = ready_python(args.venv) if args.smoke else ensure_venv(args.venv)
+    if python is None:  # a smoke run installs nothing
+        common.skipped("RecBole side", f"no complete RecBole venv at {args.venv}")
+    theirs = recbole_data_file(python) if python else None
     ours = Path(args.data_dir) / "ml-100k" / "ml-100k.inter"
-    same = ours.exists() and filecmp.cmp(theirs, ours, shallow=False)
+    same = bool(theirs) and ours.exists() and filecmp.cmp(theirs, ours, shallow=False)
     info = machine()
     command = "python -m benchmarks.campaigns.recbole_compare " + " ".join(sys.argv[1:])
     print(
@@ -377,6 +391,8 @@ def main() -> None:
             row = {"model": pair.bench, "mapping": pair.mapping}
             for side in order:
                 try:
+                    if side == "recbole" and python is None:
+                        continue
                     if side == "recbole":
                         out = run_recbole(
                             python, pair, args.epochs, work, args.batches, args.recbole_anomaly
@@ -406,6 +422,8 @@ def main() -> None:
                 )
             if "recbole" in row and "bench" in row:
                 rows.append(row)
+            elif python is None and "bench" in row:
+                bench_only[pair.bench] = row["bench"]
         for name in (m for m in wanted if m in BENCH_ONLY):
             try:
                 out = run_bench(
@@ -452,6 +470,8 @@ def main() -> None:
 
     table = markdown(rows, graph, info, command)
     print("\n" + table)
+    if args.out is None:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

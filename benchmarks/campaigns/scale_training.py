@@ -26,10 +26,8 @@ work whatever else the shared machine runs; wall seconds are kept too. `epoch_s_
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -40,8 +38,9 @@ from pathlib import Path
 import torch
 
 from bench.datasets.synth_tensors import TAOBAO_ITEMS, synthetic_batch, zipf_counts
+from benchmarks.campaigns import common
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = common.ROOT
 GIB = 1 << 30
 
 
@@ -205,9 +204,15 @@ def child_main(kind: str, args: dict, threads: int) -> None:
 
 
 def run_child(kind: str, args: dict, threads: int, timeout: float = 1800) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "benchmarks.scale_training", "_child", kind, json.dumps(args)]
+    env = common.thread_env(threads)
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.campaigns.scale_training",
+        "_child",
+        kind,
+        json.dumps(args),
+    ]
     cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -218,18 +223,6 @@ def run_child(kind: str, args: dict, threads: int, timeout: float = 1800) -> dic
 
 def _gib(x: float) -> str:
     return f"{x / GIB:.2f}"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def full_softmax_bytes(n_items: int, batch: int) -> int:
@@ -244,7 +237,7 @@ def part_train(args) -> list[dict]:
     rows = []
     print(
         f"# training at {args.items:,} items, d={args.dim}, batch {args.batch}, "
-        f"{args.threads} thread(s); {machine()}"
+        f"{args.threads} thread(s); {common.machine_line()}"
     )
     print("# seconds are CPU seconds of the process (1 thread: the work); wall in brackets")
     print(
@@ -282,7 +275,7 @@ def part_catalogue(args) -> list[dict]:
     rows = []
     print(
         f"# {args.cat_model}: step time against catalogue size, d={args.dim}, batch "
-        f"{args.batch}, {args.threads} thread(s); {machine()}"
+        f"{args.batch}, {args.threads} thread(s); {common.machine_line()}"
     )
     print("# seconds are CPU seconds of the process (1 thread: the work); wall in brackets")
     print(
@@ -324,7 +317,7 @@ def part_eval(args) -> list[dict]:
     rows = []
     print(
         f"# full ranking of {args.histories} histories vs {args.items:,} items, d={args.dim}, "
-        f"batches of {args.eval_batch}; {machine()}"
+        f"batches of {args.eval_batch}; {common.machine_line()}"
     )
     print(
         f"{'path':<14} {'threads':>7} {'wall s':>8} {'cpu s':>8} {'hist/s':>8} "
@@ -361,8 +354,10 @@ def main(argv: list[str] | None = None) -> None:
         threads = int(argv[argv.index("--threads") + 1])
         child_main(argv[1], json.loads(argv[2]), threads)
         return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["train", "catalogue", "eval", "all"])
+    smoke = {"part": "all", "items": 2_000, "dim": 16, "batch": 16, "steps": 1}
+    smoke |= {"models": ["gru4rec"], "sizes": [1_000], "histories": 64, "eval_batch": 32}
+    p = common.parser(__doc__, smoke=smoke | {"eval_threads": [1]})
+    p.add_argument("part", nargs="?", choices=["train", "catalogue", "eval", "all"])
     p.add_argument("--items", type=int, default=TAOBAO_ITEMS)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=256)
@@ -381,7 +376,9 @@ def main(argv: list[str] | None = None) -> None:
         "--paths", nargs="+", default=["chunked_ranks"], choices=["chunked_ranks", "fused_ranks"]
     )
     p.add_argument("--json", type=Path, help="write all rows here")
-    args = p.parse_args(argv)
+    args = common.parse(p, argv)
+    if args.part is None:
+        p.error("name a part: train, catalogue, eval or all")
     parts = ["train", "catalogue", "eval"] if args.part == "all" else [args.part]
     results = {}
     for part in parts:
@@ -389,7 +386,10 @@ def main(argv: list[str] | None = None) -> None:
             args
         )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), **results}, indent=2))
+        args.json.write_text(json.dumps({"machine": common.machine_line(), **results}, indent=2))
+    failed = [r for rows in results.values() for r in rows if "error" in r]
+    if args.smoke and failed:  # a smoke run is a check: a configuration that failed fails it
+        raise SystemExit(f"{len(failed)} configuration(s) failed:\n{failed[0]['error']}")
 
 
 if __name__ == "__main__":

@@ -17,22 +17,23 @@ server could use, so requests/s is a lower bound of the server's capacity.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.campaigns import common
+
+ROOT = common.ROOT
 
 
 def test_histories(run_dir: Path, n: int, seed: int = 0) -> list[list[str]]:
@@ -220,9 +221,30 @@ def bench_run(run_dir: Path, args) -> list[dict]:
     return rows
 
 
+def smoke_run(root: Path) -> Path:
+    """A finished run to serve in a smoke check: gru4rec, one epoch on planted sequences."""
+    from bench.training.config import RunConfig
+    from bench.training.run import execute
+
+    config = RunConfig(
+        model="gru4rec",
+        dataset="custom",
+        protocol="user-loo",
+        max_epochs=1,
+        threads=1,
+        wandb=False,
+        runs_dir=str(root / "runs"),
+        cache_dir=str(root / "cache"),
+        params={"embedding_dim": 16, "hidden_size": 16},
+        **common.write_planted(root / "data", n_seq=200, n_items=50, length=8),
+    )
+    return Path(execute(config, progress=False)["run_dir"])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", required=True, type=Path, help="finished run folders")
+    smoke = {"concurrency": "1,4", "requests": "10,20", "warmup": 2}
+    parser = common.parser(__doc__, smoke=smoke)
+    parser.add_argument("--runs", nargs="+", type=Path, help="finished run folders (required)")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--requests", default="500,2000,4000", help="requests per level")
     parser.add_argument("--warmup", type=int, default=200)
@@ -234,7 +256,11 @@ def main() -> None:
         "--client", choices=["raw", "httpx"], default="raw", help="load generator's HTTP client"
     )
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
-    args = parser.parse_args()
+    args = common.parse(parser)
+    if args.smoke and not args.runs:
+        args.runs = [smoke_run(Path(tempfile.mkdtemp(prefix="serve_load_")))]
+    if not args.runs:
+        parser.error("--runs is required: the finished run folders to serve")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.requests = [int(c) for c in args.requests.split(",")]
     if len(args.requests) != len(args.concurrency):
@@ -244,12 +270,9 @@ def main() -> None:
     rows = []
     for run_dir in args.runs:
         rows += bench_run(run_dir, args)
-    machine = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+    machine = common.machine(args.threads) | {
         "server_cores": args.server_cores or "any",
         "client_cores": args.client_cores or "any",
-        "load_average": os.getloadavg(),
     }
     if args.out:
         args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from benchmarks.campaigns import common
 
 ARMS = ("plain", "chunked", "mallopt")
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
@@ -98,7 +99,8 @@ def child(arm: str, items: int, batch: int, window: int, steps: int, dim: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    smoke = {"items": 500, "batch": 8, "window": 5, "dim": 16, "steps": 1, "reps": 1}
+    parser = common.parser(__doc__, smoke=smoke)
     parser.add_argument("--items", type=int, default=38_970)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--window", type=int, default=50, help="predicted positions a window")
@@ -107,17 +109,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = common.parse(parser)
     sizes = (args.items, args.batch, args.window, args.steps, args.dim)
     if args.child:
         print(json.dumps(child(args.child, *sizes)))
         return
     arms = args.arms.split(",")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = common.thread_env(1)
     rows: list[dict] = []
     for rep in range(args.reps):
         for arm in arms if rep % 2 == 0 else arms[::-1]:  # interleaved, order alternated
-            cmd = [sys.executable, "-m", "benchmarks.softmax_alloc", "--child", arm]
+            cmd = [sys.executable, "-m", "benchmarks.campaigns.softmax_alloc", "--child", arm]
             cmd += [f"--{k}={getattr(args, k)}" for k in ("items", "batch", "window", "dim")]
             cmd += [f"--steps={args.steps}"]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)

@@ -20,9 +20,7 @@ Run from the repository root: `python -m benchmarks.campaigns.sweep_overhead` (`
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,18 +29,11 @@ from pathlib import Path
 import optuna
 import torch
 
+from benchmarks.campaigns import common
+
 PARAMS = {"embedding_dim": 64, "hidden_size": 128, "num_layers": 1, "dropout": 0.2}
 LR = 0.003
 ADAPTER = {"path": "planted.txt", "format": "sequences"}
-
-
-def _write_data(root: Path, n_seq: int, n_items: int, length: int) -> None:
-    from bench.datasets.synth_tensors import planted_sequences
-
-    (root / "custom").mkdir(parents=True, exist_ok=True)
-    items, _ = planted_sequences(n_seq=n_seq, n_items=n_items, length=length, seed=0)
-    lines = [",".join(map(str, row)) for row in items.tolist()]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
 
 
 def _settings(root: Path, epochs: int) -> dict:
@@ -169,7 +160,8 @@ def checkpoint_seconds(result: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    smoke = {"n_seq": 100, "items": 50, "length": 8, "epochs": 1, "reps": 1}
+    parser = common.parser(__doc__, smoke=smoke | {"stub_trials": 2, "wandb_runs": 0})
     parser.add_argument("--n-seq", type=int, default=2000, help="planted sequences")
     parser.add_argument("--items", type=int, default=500, help="catalogue size")
     parser.add_argument("--length", type=int, default=20, help="events per sequence")
@@ -177,7 +169,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--stub-trials", type=int, default=20, help="trials for (2)")
     parser.add_argument("--wandb-runs", type=int, default=5, help="runs for (3); 0 skips")
-    args = parser.parse_args()
+    args = common.parse(parser)
 
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -185,7 +177,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _write_data(root, args.n_seq, args.items, args.length)
+        common.write_planted(root, args.n_seq, args.items, args.length)
         bare(root, 1, -1)  # builds the artifact and warms imports and caches; not timed
         bares, sweeps, durations, result = [], [], [], None
         for rep in range(args.reps):
@@ -201,7 +193,7 @@ def main() -> None:
 
     b, s = statistics.median(bares), statistics.median(sweeps)
     print(
-        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch threads 1, "
+        f"\nmachine: {common.machine_line()}, torch threads 1, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(f"trial: gru4rec, {result['epochs']} epochs, {result['seconds_per_epoch']:.2f} s/epoch")

@@ -9,10 +9,12 @@ whether they do.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
+
+from benchmarks.campaigns import common
 
 
 def main() -> None:
@@ -23,12 +25,12 @@ def main() -> None:
     from bench.training.config import resolve
     from bench.training.run import execute
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__, smoke={"epochs": 2})
     parser.add_argument("--model", default="gru4rec")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = common.parse(parser)
     torch.set_num_threads(1)
 
     class Curve(L.Callback):
@@ -49,6 +51,9 @@ def main() -> None:
             "wandb": False,
             "runs_dir": runs,
         }
+        if args.smoke:  # a small planted data set of its own, not the named one
+            settings |= common.write_planted(Path(runs) / "data", n_seq=200, n_items=50, length=8)
+            settings |= {"dataset": "custom", "protocol": "user-loo", "cache_dir": runs}
         config = resolve({}, parse_assignments(args.set, "--set"), settings)
         start = time.process_time()
         execute(config, progress=False, callbacks=[curve])
