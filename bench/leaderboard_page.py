@@ -45,23 +45,25 @@ from bench.leaderboard import (
 # ------------------------------------------------------------------ provenance
 
 
+def _git(*args: str, timeout: float) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def _source_state() -> tuple[str | None, bool]:
     """The commit of the bench checkout that renders the page, and whether its tracked
     files differ from it (a page made from uncommitted code says so)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None, False
+    commit = _git("rev-parse", "HEAD", timeout=10)
+    status = _git("status", "--porcelain", "--untracked-files=no", timeout=60) if commit else None
     return commit or None, bool(status)
 
 

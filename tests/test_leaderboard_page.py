@@ -252,6 +252,36 @@ def test_card_links_and_intervals_in_the_written_page(site):
     assert "Matplotlib" in text and "<polyline" not in text and "<circle" not in text
 
 
+def test_a_page_from_old_results_still_says_what_it_can(tmp_path):
+    """Results of a protocol this version does not register, with no run folder or
+    artifact recorded: the card names the protocol and hash, says what is unknown, and
+    the rows name their runs without links."""
+    store = ResultsStore(tmp_path / "results.db")
+    for seed in range(2):
+        _run(
+            tmp_path,
+            store,
+            "sasrec",
+            seed,
+            0.5,
+            seconds=10.0,
+            protocol="old-recipe",
+            protocol_params=None,
+            artifact=None,
+            run_dir=None,
+            git_commit=None,
+        )
+    write_leaderboards(build_tables(store), tmp_path / "site")
+    text = (tmp_path / "site" / "index.html").read_text()
+    assert '<b class="protocol-name">old-recipe</b>: not a registered protocol' in text
+    assert "<dt>Parameters</dt><dd>not recorded</dd>" in text and "<dt>Size</dt>" not in text
+    (board,) = Dom(text).tables
+    (runs,) = _column(board, "runs")
+    assert runs.count("folder absent") == 2 and runs.startswith("s0:") and "s1:" in runs
+    assert not Dom(text).links
+    assert "<dt>Runs</dt><dd>2 runs, finished 2026-11-30</dd>" in text  # no commit claimed
+
+
 def _segments(paths: list[str]) -> list[tuple[float, float, float, float]]:
     """(x0, y0, x1, y1) of every 'M x y L x y' segment in SVG paths."""
     found = []
