@@ -46,6 +46,11 @@ def events_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def events_gru_run(events_root):
+    return _train_on_events(events_root, "gru4rec")
+
+
 def _train_on_events(root: Path, model: str, **params) -> str:
     settings = {
         "model": model,
@@ -240,8 +245,8 @@ def test_a_missing_file_and_a_mixed_up_command_line_are_clear(gru_run, tmp_path)
 # ------------------------------------------------------------------ behaviours
 
 
-def test_behaviours_change_the_scores_of_a_behaviour_aware_model(events_root):
-    rec = bench.load_run(_train_on_events(events_root, "gru4rec"))
+def test_behaviours_change_the_scores_of_a_behaviour_aware_model(events_gru_run):
+    rec = bench.load_run(events_gru_run)
     assert rec.spec.has_behavior and rec.model.embedding.behaviors is not None
     history = rec.raw[1:5]
     views = rec.recommend(history, k=rec.n_items)
@@ -283,11 +288,10 @@ class _Lines(list):
 # ------------------------------------------------------------------ start-up
 
 
-def test_prediction_reads_the_spec_the_datamodule_gives(events_root):
+def test_prediction_reads_the_spec_the_datamodule_gives(events_gru_run):
     from bench.datasets.datamodule import SequenceDataModule
 
-    run = _train_on_events(events_root, "gru4rec")
-    artifact = json.loads((Path(run) / "result.json").read_text())["artifact"]
+    artifact = json.loads((Path(events_gru_run) / "result.json").read_text())["artifact"]
     data = SequenceDataModule(artifact, max_len=20)
     light, full = read_spec(artifact, 20), data.spec()
     for name in ("n_items", "n_categories", "max_len", "has_behavior", "has_category", "has_time"):
