@@ -273,3 +273,79 @@ def test_read_meta_of_a_missing_artifact_says_how_to_fix_it(tmp_path):
     with pytest.raises(DataError) as err:
         artifact.read_meta(tmp_path / "nothing")
     assert "prepare" in err.value.hint
+
+
+class Counting:
+    """Counts calls of a module function (by name), passing them through."""
+
+    def __init__(self, monkeypatch, module, name: str) -> None:
+        self.calls: list[Path] = []
+        real = getattr(module, name)
+
+        def counted(path, *args, **kwargs):
+            self.calls.append(Path(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+
+def test_a_cache_hit_run_hashes_no_file_and_reads_meta_once(tmp_path, monkeypatch):
+    """What a second `bench run` of the same data does: the raw file's sha256 comes from
+    <cache>/fingerprints.json, the artifact's files are checked by size and the sha256s
+    remembered at their stamps, and meta.json is parsed once, then carried by the folder."""
+    from bench.training.config import resolve
+    from bench.training.run import data_fingerprint, execute
+
+    write_taobao(tmp_path / "data")
+    settings = {"model": "pop", "dataset": "taobao", "data_dir": str(tmp_path / "data")}
+    settings |= {"cache_dir": str(tmp_path / "cache"), "runs_dir": str(tmp_path / "runs")}
+    settings |= {"wandb": False, "threads": 1}
+    config = resolve({}, {"protocol.min_item_support": 2}, settings)
+    first = execute(config, progress=False)
+
+    hashed = Counting(monkeypatch, artifact, "sha256_of")
+    parsed = Counting(monkeypatch, artifact, "_parse_meta")
+    again = execute(config.model_copy(update={"run_id": "again"}), progress=False)
+    assert hashed.calls == [] and len(parsed.calls) == 1
+    assert again["metrics"] == first["metrics"] and again["artifact"] == first["artifact"]
+    meta = artifact.read_meta(Path(first["artifact"]))
+    assert again["data_fingerprint"] == first["data_fingerprint"] == data_fingerprint(meta)
+
+
+def test_a_changed_file_is_hashed_again_and_a_damaged_one_found(data, cache, monkeypatch):
+    path = make(data, cache)
+    hashed = Counting(monkeypatch, artifact, "sha256_of")
+    assert artifact.is_valid(path) and hashed.calls == []  # remembered at write time
+    assert artifact.is_valid(path, rehash=True) and len(hashed.calls) == 6  # every file
+    items = path / "items.parquet"
+    stat = items.stat()
+    items.write_bytes(items.read_bytes())  # same bytes, new ctime: hashed once, then trusted
+    os.utime(items, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hashed.calls.clear()
+    assert artifact.is_valid(path) and hashed.calls == [items]
+    assert artifact.is_valid(path) and hashed.calls == [items]
+    body = bytearray(items.read_bytes())  # same size and mtime, other bytes
+    body[len(body) // 2] ^= 0xFF
+    items.write_bytes(bytes(body))
+    os.utime(items, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not artifact.is_valid(path)
+    assert make(data, cache) == path and artifact.is_valid(path, rehash=True)
+
+
+def test_the_spec_from_meta_counts_is_the_spec_from_a_scan(data, cache):
+    """DataSpec's behaviour and category flags come from meta.json's counts; a hand-made
+    artifact without counts scans events.parquet, and both agree."""
+    from bench.datasets.datamodule import SequenceDataModule
+
+    path = make(data, cache)
+    from_meta = SequenceDataModule(path)
+    scanned = SequenceDataModule(path)
+    scanned.meta = {k: v for k, v in scanned.meta.items() if k != "counts"}
+    a, b = from_meta.spec(), scanned.spec()
+    assert (a.has_behavior, a.has_category, a.n_categories, a.n_items) == (
+        b.has_behavior,
+        b.has_category,
+        b.n_categories,
+        b.n_items,
+    )
+    assert a.has_behavior and a.has_category  # the file has four behaviours and categories

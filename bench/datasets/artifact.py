@@ -37,6 +37,14 @@ The folder is written under a temporary name and renamed into place, so a killed
 prepare leaves no half artifact; a folder whose files do not match meta.json is
 treated as corrupt and rebuilt.
 
+Checking a folder must not cost a full read of every file each time it is used: `.verified.json`
+(not part of the layout) remembers, per file, the size, mtime_ns, inode and ctime_ns at which
+its sha256 was last found equal to meta.json's (written with the folder). While those are
+unchanged the sha256 holds; any write to the file changes ctime (which no user call can set
+back), so a damaged or replaced file is hashed again. A copied folder has new inodes: its
+files are hashed once more. `prepare` returns an `ArtifactPath`, a Path that carries its parsed
+meta.json, so a run reads meta.json once.
+
 Parquet encodings (any Parquet reader reads them): DELTA_BINARY_PACKED for the sorted or
 per-sequence increasing columns (seq, ts, pos, start), dictionary for the UInt8 codes
 (behavior, split), plain for the rest, no compression: at 100M events this writes about
@@ -47,6 +55,7 @@ threads while the caller computes the rest of meta.json.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import json
@@ -66,6 +75,7 @@ from bench.paths import remove_tree
 
 FORMAT = 1
 META = "meta.json"
+VERIFIED = ".verified.json"  # file -> {stamp, sha256}: the sha256 checked at that stamp
 SPLITS = ("train", "valid", "test")
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -86,6 +96,39 @@ class Artifact:
 
 
 RAW_KEYS = frozenset({"path", "size", "mtime_ns", "sha256"})
+
+
+class ArtifactPath(type(Path())):  # type: ignore[misc]  (the platform's concrete Path)
+    """An artifact folder that carries its parsed meta.json.
+
+    A Path, so every caller of `prepare` keeps working (`folder / "events.parquet"`,
+    `SequenceDataModule(folder)`), while `read_meta(folder)` answers from memory as long
+    as meta.json's stamp (size, mtime, inode, ctime: one stat) is the one it was read at:
+    a run reads meta.json once. Paths derived from it (`folder / name`) carry no meta.
+    """
+
+    _meta: dict | None = None
+    _meta_stamp: list[int] | None = None
+
+    @property
+    def meta(self) -> dict:
+        """The parsed meta.json, read again only when the file changed; shared: not to be
+        changed by the caller."""
+        try:
+            stamp = file_stamp((self / META).stat())
+        except OSError:
+            stamp = None  # missing: parsing says so, as a DataError
+        if self._meta is None or stamp is None or stamp != self._meta_stamp:
+            self._meta, self._meta_stamp = _parse_meta(Path(self)), stamp
+        return self._meta
+
+
+def handle(path: str | Path, meta: dict | None = None) -> ArtifactPath:
+    """`path` as an ArtifactPath; with `meta`, carrying it as meta.json's present content."""
+    out = ArtifactPath(path)
+    if meta is not None:
+        out._meta, out._meta_stamp = meta, file_stamp((out / META).stat())
+    return out
 
 
 def shape_problem(meta: object, *, need_files: bool = True) -> str | None:
@@ -117,8 +160,16 @@ def shape_problem(meta: object, *, need_files: bool = True) -> str | None:
 
 
 def read_meta(path: str | Path) -> dict:
-    """meta.json of an artifact folder; a missing, unreadable or misshapen one is a DataError."""
-    file = Path(path) / META
+    """meta.json of an artifact folder; a missing, unreadable or misshapen one is a DataError.
+    An ArtifactPath answers from the meta it carries (a copy: the caller may change it)."""
+    if isinstance(path, ArtifactPath):
+        return copy.deepcopy(path.meta)
+    return _parse_meta(Path(path))
+
+
+def _parse_meta(folder: Path) -> dict:
+    """The one place meta.json is read and parsed."""
+    file = folder / META
     rebuild = "run `bench data prepare` again; it rebuilds the artifact"
     try:
         meta = json.loads(file.read_text())
@@ -155,18 +206,61 @@ def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def problems(path: str | Path, *, deep: bool = True) -> list[str]:
+def file_stamp(stat: os.stat_result) -> list[int]:
+    """What must be unchanged for a sha256 computed earlier to still hold."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+
+
+def read_remembered(store: Path) -> dict[str, Any]:
+    """Hashes remembered in `store` (a JSON object); a missing or corrupt one is empty."""
+    try:
+        found = json.loads(store.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def remember(store: Path, entries: dict[str, Any]) -> None:
+    """Add `entries` to `store`: re-read, merge and replace atomically, so concurrent writers
+    never leave a torn file (at worst one's entry is lost and recomputed next time); a
+    read-only place only costs a re-hash next time."""
+    merged = {**read_remembered(store), **entries}
+    temp = store.with_name(f".{store.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        temp.write_text(json.dumps(merged, sort_keys=True))
+        os.replace(temp, store)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
+def _hash_holds(file: Path, sha256: str, verified: dict, fresh: dict) -> bool:
+    """Whether `file` has content `sha256`: remembered at its current stamp, else hashed
+    (a match is remembered in `fresh`)."""
+    stamp = file_stamp(file.stat())
+    entry = verified.get(file.name)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and entry.get("sha256") == sha256:
+        return True
+    if sha256_of(file) != sha256:
+        return False
+    fresh[file.name] = {"stamp": stamp, "sha256": sha256}
+    return True
+
+
+def problems(path: str | Path, *, deep: bool = True, rehash: bool = False) -> list[str]:
     """Why the folder is not a usable artifact (empty list: it is).
 
-    Every file meta.json lists must exist with its size (and, when `deep`, its sha256).
+    Every file meta.json lists must exist with its size and, when `deep`, its sha256: read
+    from `.verified.json` while the file's stamp is the one it was checked at, else (and
+    always with `rehash`) computed from the whole file.
     """
     folder = Path(path)
     if not (folder / META).is_file():
         return [f"{folder / META} is missing"]
-    try:
-        meta = json.loads((folder / META).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return [f"{folder / META} is unreadable"]
+    try:  # an ArtifactPath keeps the meta.json read here: the caller need not read it again
+        meta = path.meta if isinstance(path, ArtifactPath) else _parse_meta(folder)
+    except DataError as err:
+        return [f"{folder / META} is unreadable or misshapen: {err.message}"]
     wrong = shape_problem(meta)
     if wrong:
         return [f"{folder / META} is misshapen: {wrong}"]
@@ -177,33 +271,37 @@ def problems(path: str | Path, *, deep: bool = True) -> list[str]:
     for name in ("events.parquet", "items.parquet", "categories.parquet"):
         if name not in files:
             out.append(f"meta.json lists no {name}")
+    verified = {} if rehash or not deep else read_remembered(folder / VERIFIED)
+    fresh: dict[str, Any] = {}
     for name, want in files.items():
         file = folder / name
         if not file.is_file():
             out.append(f"{name} is missing")
         elif file.stat().st_size != want["size"]:
             out.append(f"{name} has {file.stat().st_size} bytes, meta.json says {want['size']}")
-        elif deep and sha256_of(file) != want["sha256"]:
+        elif deep and not _hash_holds(file, want["sha256"], verified, fresh):
             out.append(f"{name} does not match its sha256 in meta.json")
+    if fresh:
+        remember(folder / VERIFIED, fresh)
     return out
 
 
-def is_valid(path: str | Path, *, deep: bool = True) -> bool:
-    return not problems(path, deep=deep)
+def is_valid(path: str | Path, *, deep: bool = True, rehash: bool = False) -> bool:
+    return not problems(path, deep=deep, rehash=rehash)
 
 
 def load(path: str | Path, *, check: bool = True) -> Artifact:
     """Read an artifact; a corrupt one is an error, never silently used."""
     folder = Path(path)
     if check:
-        found = problems(folder)
+        found = problems(path)
         if found:
             raise DataError(
                 f"corrupt or partial artifact: {'; '.join(found)}",
                 file=folder,
                 hint="run `bench data prepare` again; it rebuilds the artifact",
             )
-    meta = read_meta(folder)
+    meta = read_meta(path)
     files = meta["files"]
     splits = {s: pl.read_parquet(folder / f"{s}.parquet") for s in SPLITS}
     negatives = {
@@ -343,16 +441,24 @@ class Writer:
         if name not in self.pending:
             self.pending[name] = self.pool.submit(write_table, frame, self.temp / name)
 
-    def commit(self, meta: dict[str, Any]) -> Path:
+    def commit(self, meta: dict[str, Any]) -> ArtifactPath:
+        """meta.json last (with each file's size and sha256), then the folder into place;
+        the folder, carrying its meta (the one a concurrent writer installed first, if so)."""
         try:
             files = {name: job.result() for name, job in self.pending.items()}
             body = {**meta, "format": FORMAT, "files": files}
-            (self.temp / META).write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
-            _install(self.temp, self.final)
+            text = json.dumps(body, indent=2, sort_keys=True, default=str)
+            checked = {  # hashed just now: a renamed folder keeps its files' stamps
+                name: {"stamp": file_stamp((self.temp / name).stat()), "sha256": e["sha256"]}
+                for name, e in files.items()
+            }
+            (self.temp / VERIFIED).write_text(json.dumps(checked, sort_keys=True))
+            (self.temp / META).write_text(text)
+            ours = _install(self.temp, self.final)
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise _write_error(exc, self.final) from exc
         self.done = True
-        return self.final
+        return handle(self.final, json.loads(text) if ours else None)
 
     def __exit__(self, *exc_info: object) -> None:
         if self.pool is not None:
@@ -361,7 +467,9 @@ class Writer:
             _remove(self.temp)
 
 
-def write(folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, Any]) -> Path:
+def write(
+    folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, Any]
+) -> ArtifactPath:
     """Write `tables` ({file stem: frame}) and meta.json atomically as `folder`.
 
     Files go to a temporary sibling folder; meta.json (with every file's size and sha256)
@@ -374,21 +482,22 @@ def write(folder: str | Path, tables: dict[str, pl.DataFrame], meta: dict[str, A
         return out.commit(meta)
 
 
-def _install(temp: Path, final: Path) -> None:
+def _install(temp: Path, final: Path) -> bool:
     """Rename `temp` to `final`, replacing an invalid `final`; a valid one written meanwhile
-    by a concurrent prepare wins and `temp` is dropped."""
+    by a concurrent prepare wins and `temp` is dropped. Whether `temp` was installed."""
     for _ in range(3):
         try:
             os.replace(temp, final)
-            return
+            return True
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
                 raise
         if is_valid(final, deep=False):
             _remove(temp)
-            return
+            return False
         trash = _temp_name(TRASH_PREFIX, final)
         with contextlib.suppress(FileNotFoundError):
             os.replace(final, trash)
         _remove(trash)
     os.replace(temp, final)
+    return True

@@ -294,7 +294,7 @@ class SequenceDataModule(L.LightningDataModule):
             )
         self.training = training
         self.artifact = Path(artifact)
-        self.meta = read_meta(self.artifact)
+        self.meta = read_meta(artifact)  # prepare's folder carries it: not read again
         self.max_len = int(max_len) if max_len else artifact_max_len(self.meta)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -391,27 +391,46 @@ class SequenceDataModule(L.LightningDataModule):
             counts[items["item"].cast(pl.Int64).to_torch()] = (
                 items["train_count"].cast(pl.Int64).to_torch()
             )
-            events = pl.scan_parquet(self._path("events.parquet"))
-            flags = events.select(
-                pl.col("behavior").n_unique().alias("behaviors"),
-                pl.col("category").max().alias("max_category"),
-            ).collect()
             categories = self.artifact / "categories.parquet"
+            behaviors, max_category = self._event_flags(need_max=not categories.exists())
             n_categories = (
                 pl.scan_parquet(categories).select(pl.len()).collect().item()
                 if categories.exists()
-                else int(flags["max_category"][0] or 0)
+                else max_category
             )
             self._spec = DataSpec(
                 n_items=n_items,
                 n_categories=n_categories,
                 max_len=self.max_len,
-                has_behavior=flags["behaviors"][0] > 1,
-                has_category=(flags["max_category"][0] or 0) > 0,
+                has_behavior=behaviors > 1,
+                has_category=max_category > 0,
                 has_time=bool(self.meta.get("has_time", True)),
                 item_counts=counts,
             )
         return self._spec
+
+    def _event_flags(self, need_max: bool) -> tuple[int, int]:
+        """(distinct behaviours, a category value that is > 0 iff some event has a known
+        category; the largest one when `need_max`). From meta.json's counts when it has
+        them (prepare writes them), else by a scan of events.parquet (hand-made artifacts)."""
+        counts = self.meta.get("counts") or {}
+        behaviors = counts.get("behaviors")
+        per_split = [counts.get(s, {}).get("categories") for s in SPLITS]
+        if (
+            not need_max
+            and isinstance(behaviors, dict)
+            and all(isinstance(c, int) for c in per_split)
+        ):
+            return sum(1 for n in behaviors.values() if n), max(per_split)
+        flags = (
+            pl.scan_parquet(self._path("events.parquet"))
+            .select(
+                pl.col("behavior").n_unique().alias("behaviors"),
+                pl.col("category").max().alias("max_category"),
+            )
+            .collect()
+        )
+        return int(flags["behaviors"][0]), int(flags["max_category"][0] or 0)
 
     def train_sequences(self) -> TrainSequences:
         """Training-window events of each sequence in time order (CSR), for kNN baselines."""

@@ -14,13 +14,10 @@ ctime (which no user call can set back), so the file is hashed again.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import platform
 import sys
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -69,33 +66,6 @@ def usable_cache_root(cache_dir: str | Path | None = None) -> Path:
     return root
 
 
-def _stamp(stat: os.stat_result) -> list[int]:
-    """What must be unchanged for a remembered sha256 to hold."""
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
-
-
-def _remembered(store: Path) -> dict[str, Any]:
-    """The remembered hashes; a missing or corrupt store is empty (and rewritten later)."""
-    try:
-        found = json.loads(store.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def _remember(store: Path, key: str, entry: dict[str, Any]) -> None:
-    """Add one entry: re-read, merge and replace atomically, so concurrent writers never
-    leave a torn file (at worst one's entry is lost and recomputed on the next run)."""
-    merged = {**_remembered(store), key: entry}
-    temp = store.with_name(f".{store.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        temp.write_text(json.dumps(merged, sort_keys=True))
-        os.replace(temp, store)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()  # a read-only cache only costs a re-hash next time
-
-
 def fingerprint(path: Path, store: Path | None = None) -> dict[str, Any]:
     """Size, mtime_ns and the sha256 of the whole file, streamed; remembered in `store`
     (a JSON file) while size, mtime_ns, inode and ctime_ns are unchanged."""
@@ -110,13 +80,14 @@ def fingerprint(path: Path, store: Path | None = None) -> dict[str, Any]:
             hint="put the data file itself at this path (or point --data-dir elsewhere)",
         )
     resolved = str(path.resolve())
-    entry = _remembered(store).get(resolved) if store is not None else None
-    if isinstance(entry, dict) and entry.get("stamp") == _stamp(stat) and entry.get("sha256"):
+    stamp = artifact.file_stamp(stat)
+    entry = artifact.read_remembered(store).get(resolved) if store is not None else None
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and entry.get("sha256"):
         digest = str(entry["sha256"])
     else:
         digest = artifact.sha256_of(path)
         if store is not None:
-            _remember(store, resolved, {"stamp": _stamp(stat), "sha256": digest})
+            artifact.remember(store, {resolved: {"stamp": stamp, "sha256": digest}})
     return {
         "path": resolved,
         "size": stat.st_size,
@@ -205,11 +176,13 @@ def prepare(
     force: bool = False,
     adapter_options: dict | None = None,
     progress: bool = False,
-) -> Path:
-    """The artifact folder for (dataset, protocol, params), built unless a valid one exists.
+) -> artifact.ArtifactPath:
+    """The artifact folder for (dataset, protocol, params), built unless a valid one exists;
+    it carries its parsed meta.json (read once: `read_meta(folder)` answers from memory).
 
     `protocol` None is the adapter's default; `target` is the protocol parameter of that
-    name (a conflicting `params["target"]` is an error).
+    name (a conflicting `params["target"]` is an error). A cached folder is checked by
+    sizes and the sha256s remembered at each file's stamp (artifact.py), not re-hashed.
     """
     options = dict(adapter_options or {})
     adapter = get_adapter(dataset, data_dir, **options)
@@ -246,11 +219,12 @@ def prepare(
     )
     artifact.clean_stale(root)
     if folder.exists():
-        fresh = not force and artifact.is_valid(folder)
-        if fresh and _same_raw(artifact.read_meta(folder).get("raw_files"), raw):
-            counts = artifact.read_meta(folder).get("counts") or {}
+        cached = artifact.handle(folder)
+        fresh = not force and artifact.is_valid(cached)  # parses meta.json into the handle
+        if fresh and _same_raw(cached.meta.get("raw_files"), raw):
+            counts = cached.meta.get("counts") or {}
             stage(f"cached {proto.name} artifact reused: {folder}; {_split_line(counts)}")
-            return folder
+            return cached
         remove_tree(folder, root, ignore_errors=True)  # corrupt, stale or forced: rebuild
     stage(f"building {proto.name} [{key}] (reading, filtering, splitting)")
 
