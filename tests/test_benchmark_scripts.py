@@ -32,6 +32,8 @@ def test_the_folder_holds_the_scripts():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_runs_in_smoke_mode(script, tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path), OUT=str(tmp_path), WANDB_MODE="offline")
+    if env.get("BENCH_DATA_DIR"):  # the scripts run in tmp_path: a relative folder would move
+        env["BENCH_DATA_DIR"] = str(Path(env["BENCH_DATA_DIR"]).resolve())
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-m", f"benchmarks.campaigns.{script}", "--smoke"],

@@ -151,7 +151,8 @@ def wandb_per_run(root: Path, n: int) -> float:
 
 def checkpoint_seconds(result: dict) -> float:
     """One save of the run's best checkpoint (weights + optimizer state), as fit pays it."""
-    state = torch.load(result["checkpoint"], map_location="cpu", weights_only=True)
+    checkpoint = Path(result["run_dir"]) / result["checkpoint"]  # stored relative to the run
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         for i in range(5):
