@@ -111,6 +111,24 @@ def ranks_from_scores(scores: Tensor, targets: Tensor, exclude: Tensor | None = 
 
 
 @torch.no_grad()
+def chunk_scores(
+    hidden: Tensor, table: Tensor, targets: Tensor, target_rows: Tensor | None, lo: int, hi: int
+) -> tuple[Tensor, Tensor]:
+    """Scores of items lo..hi-1 (B, hi - lo) and each row's target score, from one product.
+
+    `target_rows` None: one chunk, the whole table; the target score is gathered from it.
+    Else `table[targets]`, appended to the chunk's rows so that the target scores come from
+    the same matmul call as the scores they are compared with (see `chunked_ranks`).
+    """
+    rows = torch.arange(hidden.size(0), device=hidden.device)
+    if target_rows is None:  # the full matrix itself
+        scores = hidden @ table.T
+        return scores, scores[rows, targets]
+    width = hi - lo
+    scores = hidden @ torch.cat([table[lo:hi], target_rows]).T
+    return scores[:, :width], scores[rows, width + rows]
+
+
 def chunked_ranks(
     hidden: Tensor,
     table: Tensor,
@@ -134,21 +152,12 @@ def chunked_ranks(
     table = table.to(hidden.dtype)
     if exclude is not None:
         exclude = _exclusions(exclude, targets)
-    batch = hidden.size(0)
-    rows = torch.arange(batch, device=hidden.device)
-    counts = torch.zeros(batch, dtype=torch.long, device=hidden.device)
+    counts = torch.zeros(hidden.size(0), dtype=torch.long, device=hidden.device)
     single = n_items + 1 <= chunk_items
     target_rows = None if single else table[targets]
     for lo in range(0, n_items + 1, chunk_items):
         hi = min(lo + chunk_items, n_items + 1)
-        width = hi - lo
-        if single:  # the full matrix itself
-            scores = hidden @ table.T
-            target_score = scores[rows, targets]
-        else:
-            scores = hidden @ torch.cat([table[lo:hi], target_rows]).T
-            target_score = scores[rows, width + rows]
-            scores = scores[:, :width]
+        scores, target_score = chunk_scores(hidden, table, targets, target_rows, lo, hi)
         beats = _beats(scores, target_score)
         if lo == 0:
             beats[:, 0] = False

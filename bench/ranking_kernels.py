@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from bench.evaluation import DEFAULT_CHUNK_ITEMS
+from bench.evaluation import DEFAULT_CHUNK_ITEMS, chunk_scores
 
 
 def _count_chunk(
@@ -71,19 +71,11 @@ def fused_ranks(
     out = []
     for r0 in range(0, hidden.size(0), chunk_rows):
         h, t = hidden[r0 : r0 + chunk_rows], targets[r0 : r0 + chunk_rows]
-        rows = torch.arange(h.size(0), device=h.device)
         counts = torch.zeros(h.size(0), dtype=torch.long, device=h.device)
         target_rows = None if single else table[t]
         for k, lo in enumerate(starts):
             hi = min(lo + chunk_items, n_items + 1)
-            width = hi - lo
-            if single:
-                scores = h @ table.T
-                target_score = scores[rows, t]
-            else:
-                scores = h @ torch.cat([table[lo:hi], target_rows]).T
-                target_score = scores[rows, width + rows]
-                scores = scores[:, :width]
+            scores, target_score = chunk_scores(h, table, t, target_rows, lo, hi)
             counts += count(scores, target_score, t, lows[k]).long()
         out.append(counts + 1)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=hidden.device)
