@@ -74,6 +74,7 @@ def test_protocol_set_rejects_a_pair_without_a_value(tmp_path):
     assert "--protocol-set" in bad.stderr and "min_item_support=" in bad.stderr
 
 
+@pytest.mark.slow  # prepares six real data sets
 def test_every_campaign_data_set_plans_its_runs(tmp_path):
     """The six real data sets resolve to their default protocols and plan one run each."""
     names = [
