@@ -98,3 +98,39 @@ def test_every_campaign_data_set_plans_its_runs(tmp_path):
     taobao = [*args[:1], "taobao", *args[2:], "--protocol-set", "min_item_support=1"]
     variant = campaign(taobao, tmp_path)
     assert variant.returncode == 0 and "1 runs to do" in variant.stdout
+
+
+@pytest.mark.slow  # trains gru4rec on ml-100k three times
+def test_a_stopped_run_resumes_from_its_last_epoch_and_a_broken_checkpoint_starts_afresh(
+    tmp_path,
+):
+    """A campaign stopped mid-run (a session's end) continues that run from its last
+    checkpoint instead of starting it over; an unreadable checkpoint is not fatal."""
+    args = ["--datasets", "ml-100k", "--models", "gru4rec", "--seeds", "0", "--results", "c.db"]
+    args += ["--runs-dir", "runs", "--cache-dir", "cache", "--leaderboards", "boards"]
+    args += ["--training", "sequences", "--max-epochs", "2", "--patience", "2"]
+    first = campaign(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (row,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
+    run_dir = tmp_path / "runs" / row["run_id"]
+
+    def stopped_before_the_result() -> None:  # what a kill after the last epoch leaves
+        (tmp_path / "c.db").unlink()
+        (run_dir / "result.json").unlink()
+
+    stopped_before_the_result()
+    resumed = campaign(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {row['run_id']} from checkpoints/last.ckpt (after 2 of" in resumed.stderr
+    (again,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
+    assert again["result"]["metrics"]["test"] == row["result"]["metrics"]["test"]
+
+    stopped_before_the_result()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # killed while writing it
+    fresh = campaign(args, tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "truncated or corrupt" in fresh.stderr and "starting afresh" in fresh.stderr
+    (third,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
+    assert third["result"]["epochs"] == 2  # trained from the start, not from a broken file
+    assert third["result"]["metrics"]["test"] == row["result"]["metrics"]["test"]

@@ -71,9 +71,20 @@ def planned_run_id(config) -> str:
 
 
 def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
+    """Train, test and record one run. A run stopped earlier (a session ended, a kill)
+    resumes from its last epoch's checkpoint, so a run longer than a session still ends;
+    one whose checkpoint cannot be read starts afresh."""
+    from bench.errors import BenchError
     from bench.training.run import execute
 
-    return execute(run_config(args, dataset, model, seed), progress=False, results=args.results)
+    config = run_config(args, dataset, model, seed)
+    last = Path(config.runs_dir) / planned_run_id(config) / "checkpoints" / "last.ckpt"
+    if last.exists():
+        try:
+            return execute(config.updated(resume=True), progress=False, results=args.results)
+        except BenchError as err:
+            print(f"{dataset} {model} seed {seed}: {err.render()}; starting afresh", file=sys.stderr)
+    return execute(config, progress=False, results=args.results)
 
 
 def plan(args: argparse.Namespace, models: list[str], done: set[str]) -> list[tuple]:
@@ -183,12 +194,12 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     def launch(job):
         dataset, model, seed = job
         start = time.perf_counter()
-        out = subprocess.run(
-            [*base, "--one", dataset, model, str(seed)], capture_output=True, text=True, env=env
+        out = subprocess.run(  # its stderr (what it resumed, warnings, errors) goes to ours
+            [*base, "--one", dataset, model, str(seed)], stdout=subprocess.PIPE, text=True, env=env
         )
         if out.returncode != 0:
             failed.append(job)
-            print(f"FAILED {job}: {out.stderr[-1500:]}", flush=True)
+            print(f"FAILED {job} (exit {out.returncode}; its errors are on stderr)", flush=True)
             return
         line = json.loads(out.stdout.strip().splitlines()[-1])
         t = line["test"]
