@@ -83,7 +83,9 @@ def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> di
         try:
             return execute(config.updated(resume=True), progress=False, results=args.results)
         except BenchError as err:
-            print(f"{dataset} {model} seed {seed}: {err.render()}; starting afresh", file=sys.stderr)
+            print(
+                f"{dataset} {model} seed {seed}: {err.render()}; starting afresh", file=sys.stderr
+            )
     return execute(config, progress=False, results=args.results)
 
 
