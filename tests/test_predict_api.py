@@ -3,7 +3,6 @@ what `bench predict --json` prints, a file of many histories gives what single c
 bad lines are named by file, line and column (or skipped and reported), behaviours reach
 models that use them, and loading a run for prediction leaves Lightning unimported."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -16,9 +15,9 @@ from typer.testing import CliRunner
 
 import bench
 from bench.cli import app
+from bench.datasets.spec import read_spec, read_train_sequences
 from bench.errors import BenchError
 from bench.training.config import resolve
-from bench.training.predict import read_spec, read_train_sequences
 from bench.training.run import execute
 from tests.conftest import small_event_log
 from tests.planted_runs import train, write_planted
@@ -288,19 +287,20 @@ class _Lines(list):
 # ------------------------------------------------------------------ start-up
 
 
-def test_prediction_reads_the_spec_the_datamodule_gives(events_gru_run):
-    from bench.datasets.datamodule import SequenceDataModule
+def test_the_spec_from_meta_counts_equals_the_one_from_an_events_scan(events_gru_run):
+    """Prediction and the DataModule read one spec (bench.datasets.spec); its feature
+    flags come from meta.json's counts, which must say what a scan of the events says."""
+    from bench.datasets.artifact import read_meta
+    from bench.datasets.spec import event_flags
 
-    artifact = json.loads((Path(events_gru_run) / "result.json").read_text())["artifact"]
-    data = SequenceDataModule(artifact, max_len=20)
-    light, full = read_spec(artifact, 20), data.spec()
-    for name in ("n_items", "n_categories", "max_len", "has_behavior", "has_category", "has_time"):
-        assert getattr(light, name) == getattr(full, name), name
-    assert light.has_behavior and light.has_category
-    assert torch.equal(light.item_counts, full.item_counts)
-    mine, theirs = read_train_sequences(artifact), data.train_sequences()
-    for name in (f.name for f in dataclasses.fields(mine)):
-        assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
+    artifact = Path(json.loads((Path(events_gru_run) / "result.json").read_text())["artifact"])
+    meta = read_meta(artifact)
+    assert meta.get("counts")  # prepare wrote them, so the fast path is the one taken
+    assert event_flags(artifact, meta, need_max=False) == event_flags(artifact, {}, need_max=False)
+    spec = read_spec(artifact, meta, 20)
+    assert spec.has_behavior and spec.has_category and spec.max_len == 20
+    sequences = read_train_sequences(artifact)
+    assert sequences.offsets[-1] == sequences.items.numel() == int(spec.item_counts.sum())
 
 
 def test_loading_a_run_for_prediction_does_not_import_lightning(gru_run):

@@ -70,13 +70,13 @@ from typing import Any
 
 import polars as pl
 
+from bench.datasets.schema import SPLITS
 from bench.errors import BenchError, DataError
 from bench.paths import remove_tree
 
 FORMAT = 1
 META = "meta.json"
 VERIFIED = ".verified.json"  # file -> {stamp, sha256}: the sha256 checked at that stamp
-SPLITS = ("train", "valid", "test")
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 STALE_AFTER_S = 24 * 3600  # temp folders of other hosts: removed after a day

@@ -26,28 +26,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench.contract import DataSpec, TrainSequences, gap_bucket
 from bench.datasets.artifact import read_meta
+from bench.datasets.schema import SPLITS
+from bench.datasets.spec import (
+    artifact_file,
+    artifact_max_len,
+    read_spec,
+    read_train_sequences,
+)
 from bench.errors import DataError
 
-SPLITS = ("train", "valid", "test")
 TRAINING_MODES = ("prefixes", "sequences")  # one example per target, or whole windows
-DEFAULT_MAX_LEN = 50
 _GAP_CHUNK = 1 << 22  # events per chunk when bucketing gaps (bounds temporary memory)
-
-
-def _require(path: Path, artifact: Path) -> Path:
-    if not path.exists():
-        raise DataError(
-            f"artifact is incomplete: {path.name} is missing",
-            file=path,
-            hint=f"rebuild it with `bench data prepare ... --force` (artifact folder: {artifact})",
-        )
-    return path
-
-
-def artifact_max_len(meta: dict) -> int:
-    """The history length the protocol was prepared with (its `max_len` parameter)."""
-    params = meta.get("params") or {}
-    return int(params.get("max_len") or meta.get("max_len") or DEFAULT_MAX_LEN)
 
 
 @dataclass
@@ -307,7 +296,7 @@ class SequenceDataModule(L.LightningDataModule):
     # ---- loading -------------------------------------------------------------
 
     def _path(self, name: str) -> Path:
-        return _require(self.artifact / name, self.artifact)
+        return artifact_file(self.artifact, name)
 
     def _load_events(self) -> EventTensors:
         if self._events is None:
@@ -385,76 +374,12 @@ class SequenceDataModule(L.LightningDataModule):
     def spec(self) -> DataSpec:
         """Sizes and feature flags of the prepared data, for building a model."""
         if self._spec is None:
-            items = pl.read_parquet(self._path("items.parquet"), columns=["item", "train_count"])
-            n_items = items.height
-            counts = torch.zeros(n_items + 1, dtype=torch.long)
-            counts[items["item"].cast(pl.Int64).to_torch()] = (
-                items["train_count"].cast(pl.Int64).to_torch()
-            )
-            categories = self.artifact / "categories.parquet"
-            behaviors, max_category = self._event_flags(need_max=not categories.exists())
-            n_categories = (
-                pl.scan_parquet(categories).select(pl.len()).collect().item()
-                if categories.exists()
-                else max_category
-            )
-            self._spec = DataSpec(
-                n_items=n_items,
-                n_categories=n_categories,
-                max_len=self.max_len,
-                has_behavior=behaviors > 1,
-                has_category=max_category > 0,
-                has_time=bool(self.meta.get("has_time", True)),
-                item_counts=counts,
-            )
+            self._spec = read_spec(self.artifact, self.meta, self.max_len)
         return self._spec
-
-    def _event_flags(self, need_max: bool) -> tuple[int, int]:
-        """(distinct behaviours, a category value that is > 0 iff some event has a known
-        category; the largest one when `need_max`). From meta.json's counts when it has
-        them (prepare writes them), else by a scan of events.parquet (hand-made artifacts)."""
-        counts = self.meta.get("counts") or {}
-        behaviors = counts.get("behaviors")
-        per_split = [counts.get(s, {}).get("categories") for s in SPLITS]
-        if (
-            not need_max
-            and isinstance(behaviors, dict)
-            and all(isinstance(c, int) for c in per_split)
-        ):
-            return sum(1 for n in behaviors.values() if n), max(per_split)
-        flags = (
-            pl.scan_parquet(self._path("events.parquet"))
-            .select(
-                pl.col("behavior").n_unique().alias("behaviors"),
-                pl.col("category").max().alias("max_category"),
-            )
-            .collect()
-        )
-        return int(flags["behaviors"][0]), int(flags["max_category"][0] or 0)
 
     def train_sequences(self) -> TrainSequences:
         """Training-window events of each sequence in time order (CSR), for kNN baselines."""
-        frame = (
-            pl.scan_parquet(self._path("events.parquet"))
-            .filter(pl.col("split") == 0)
-            .select(
-                pl.col("seq").cast(pl.Int64),
-                pl.col("item").cast(pl.Int64),
-                pl.col("behavior").cast(pl.Int64),
-                pl.col("ts").cast(pl.Int64),
-            )
-            .collect()
-        )
-        seq = frame["seq"].to_torch()
-        _, counts = torch.unique_consecutive(seq, return_counts=True)
-        offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
-        torch.cumsum(counts, 0, out=offsets[1:])
-        return TrainSequences(
-            items=frame["item"].to_torch(),
-            behaviors=frame["behavior"].to_torch(),
-            ts=frame["ts"].to_torch(),
-            offsets=offsets,
-        )
+        return read_train_sequences(self.artifact)
 
     # ---- loaders ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+SPLITS = ("train", "valid", "test")  # in the order of their split codes
 BEHAVIORS = ("pv", "fav", "cart", "buy")
 Behavior = pl.Enum(list(BEHAVIORS))
 # In artifacts and tensors a behaviour is a small integer; 0 is padding.

@@ -24,87 +24,13 @@ import yaml
 
 from bench.contract import DataSpec, TrainSequences, gap_bucket
 from bench.datasets.artifact import read_meta
-from bench.errors import BenchError, ConfigError, DataError
+from bench.datasets.spec import artifact_file, read_spec, read_train_sequences
+from bench.errors import BenchError, ConfigError
 from bench.models.registry import create_model
 from bench.paths import stored_path
 from bench.training.config import RunConfig
 
-DEFAULT_MAX_LEN = 50  # as bench.datasets.datamodule.DEFAULT_MAX_LEN
 SCORE_CELLS = 1 << 26  # most float32 scores one batch holds (256 MB): 16 rows at 4.16M items
-
-
-def _artifact_file(artifact: Path, name: str) -> Path:
-    path = artifact / name
-    if not path.exists():
-        raise DataError(
-            f"artifact is incomplete: {name} is missing",
-            file=path,
-            hint=f"rebuild it with `bench data prepare ... --force` (artifact folder: {artifact})",
-        )
-    return path
-
-
-def read_spec(artifact: str | Path, max_len: int | None = None) -> DataSpec:
-    """The artifact's DataSpec as `SequenceDataModule.spec()` gives it, without importing
-    Lightning (tests/test_predict_api.py holds the two equal)."""
-    artifact = Path(artifact)
-    meta = read_meta(artifact)
-    if not max_len:
-        params = meta.get("params") or {}
-        max_len = int(params.get("max_len") or meta.get("max_len") or DEFAULT_MAX_LEN)
-    items = pl.read_parquet(
-        _artifact_file(artifact, "items.parquet"), columns=["item", "train_count"]
-    )
-    counts = torch.zeros(items.height + 1, dtype=torch.long)
-    counts[items["item"].cast(pl.Int64).to_torch()] = items["train_count"].cast(pl.Int64).to_torch()
-    flags = (
-        pl.scan_parquet(_artifact_file(artifact, "events.parquet"))
-        .select(
-            pl.col("behavior").n_unique().alias("behaviors"),
-            pl.col("category").max().alias("max_category"),
-        )
-        .collect()
-    )
-    max_category = int(flags["max_category"][0] or 0)
-    categories = artifact / "categories.parquet"
-    n_categories = (
-        pl.scan_parquet(categories).select(pl.len()).collect().item()
-        if categories.exists()
-        else max_category
-    )
-    return DataSpec(
-        n_items=items.height,
-        n_categories=n_categories,
-        max_len=int(max_len),
-        has_behavior=flags["behaviors"][0] > 1,
-        has_category=max_category > 0,
-        has_time=bool(meta.get("has_time", True)),
-        item_counts=counts,
-    )
-
-
-def read_train_sequences(artifact: str | Path) -> TrainSequences:
-    """Training-window events per sequence (CSR), as `SequenceDataModule.train_sequences()`."""
-    frame = (
-        pl.scan_parquet(_artifact_file(Path(artifact), "events.parquet"))
-        .filter(pl.col("split") == 0)
-        .select(
-            pl.col("seq").cast(pl.Int64),
-            pl.col("item").cast(pl.Int64),
-            pl.col("behavior").cast(pl.Int64),
-            pl.col("ts").cast(pl.Int64),
-        )
-        .collect()
-    )
-    _, counts = torch.unique_consecutive(frame["seq"].to_torch(), return_counts=True)
-    offsets = torch.zeros(counts.numel() + 1, dtype=torch.long)
-    torch.cumsum(counts, 0, out=offsets[1:])
-    return TrainSequences(
-        items=frame["item"].to_torch(),
-        behaviors=frame["behavior"].to_torch(),
-        ts=frame["ts"].to_torch(),
-        offsets=offsets,
-    )
 
 
 def _read_run(run_dir: Path) -> tuple[RunConfig, dict]:
@@ -156,9 +82,9 @@ def _load(run_dir: Path):
     """(model, items table, spec, config, result) without a DataModule."""
     config, result = _read_run(run_dir)
     artifact = Path(result["artifact"])
-    spec = read_spec(artifact, config.max_len)
+    spec = read_spec(artifact, read_meta(artifact), config.max_len)
     model = _build_model(run_dir, config, result, spec, lambda: read_train_sequences(artifact))
-    items = pl.read_parquet(_artifact_file(artifact, "items.parquet"))
+    items = pl.read_parquet(artifact_file(artifact, "items.parquet"))
     return model, items, spec, config, result
 
 
