@@ -700,8 +700,9 @@ def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
     summary = out / "summary.md"
     summary.write_text(render_summary(tables))
     written.append(summary)
-    from bench.leaderboard_page import render_page
+    from bench.leaderboard_page import publish_run_files, render_page
 
+    publish_run_files(tables, out)
     page = out / "index.html"
     page.write_text(render_page(tables, out))
     written.append(page)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import urllib.parse
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from bench.leaderboard import (
     _quantiles,
     _title,
 )
+from bench.paths import remove_tree
 
 # ------------------------------------------------------------------ provenance
 
@@ -98,6 +100,51 @@ def _logs(folder: Path, result: dict) -> list[Path]:
     return found
 
 
+RUN_COPIES = "runs"  # <leaderboard folder>/runs/<run_id>/: the rows' provenance files
+COPY_LIMIT = 2 << 20  # bytes; a larger log stays where it is and is linked there
+
+
+def publish_run_files(tables: list[dict], out: Path) -> None:
+    """Copy each row's run files (identity, config, result, logs; never checkpoints) into
+    `out/runs/<run_id>/`, so a published leaderboard folder links only inside itself and
+    its links work in a clone without the runs. A run whose folder is gone keeps the copy
+    an earlier publication made; copies of runs no table lists are removed."""
+    root = out / RUN_COPIES
+    wanted = set()
+    for t in tables:
+        for e in t.get("rows", []):
+            for result in e.get("runs") or []:
+                run_id = str(result.get("run_id", ""))
+                if not run_id or "/" in run_id or run_id.startswith("."):
+                    continue
+                wanted.add(run_id)
+                folder = _run_folder(result)
+                if (
+                    folder is None
+                    or not folder.is_dir()
+                    or folder.resolve() == (root / run_id).resolve()
+                ):
+                    continue
+                files = [folder / n for n in ("identity.json", "config.yaml", "result.json")]
+                for path in [*files, *_logs(folder, result)]:
+                    if path.is_file() and path.stat().st_size <= COPY_LIMIT:
+                        target = root / run_id / path.relative_to(folder)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(path, target)
+    if root.is_dir():
+        for stale in root.iterdir():
+            if stale.name not in wanted:
+                if stale.is_dir() and not stale.is_symlink():
+                    remove_tree(stale, root)
+                else:
+                    stale.unlink()
+
+
+def _published(result: dict, page_dir: Path) -> Path | None:
+    copy = page_dir / RUN_COPIES / str(result.get("run_id", ""))
+    return copy if result.get("run_id") and copy.is_dir() else None
+
+
 def _run_links(e: dict, page_dir: Path) -> str:
     """Per seed: links to the run's identity (its configuration), config.yaml,
     result.json and logs; a run whose folder is not here is named, not linked."""
@@ -105,7 +152,7 @@ def _run_links(e: dict, page_dir: Path) -> str:
     for result in e.get("runs") or []:
         seed = html.escape(str(result.get("seed", "?")))
         run_id = str(result.get("run_id", ""))
-        folder = _run_folder(result)
+        folder = _published(result, page_dir) or _run_folder(result)
         if folder is None or not folder.is_dir():
             title = f"{run_id}: run folder {folder or 'not recorded'}"
             parts.append(

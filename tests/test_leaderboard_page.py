@@ -219,6 +219,8 @@ def test_card_links_and_intervals_in_the_written_page(site):
     assert dom.links and all(not urllib.parse.urlparse(h).scheme for h in dom.links)
     targets = [(page_dir / urllib.parse.unquote(h)).resolve() for h in dom.links]
     assert all(t.exists() for t in targets)
+    # ... and lies inside the page's folder: the runs' files are copied next to it
+    assert all(page_dir.resolve() / "runs" in t.parents for t in targets)
     names = {(t.parent.name, t.name) for t in targets}
     assert ("sasrec-ml-100k-user-loo-s2", "identity.json") in names
     assert ("gru4rec-ml-100k-user-loo-s1", "result.json") in names
@@ -250,6 +252,22 @@ def test_card_links_and_intervals_in_the_written_page(site):
     assert set(curves["ids"]) >= {"board0-curve-gru4rec"}
     assert not any("sasrec" in i for i in curves["ids"])  # untuned: no curve
     assert "Matplotlib" in text and "<polyline" not in text and "<circle" not in text
+
+
+def test_a_published_folder_keeps_its_links_without_the_runs(site):
+    """Regenerated where the run folders are gone (a fresh clone), the page still links
+    the copies an earlier publication made; a copy no table lists any more goes."""
+    page_dir, tables = site
+    runs_root = page_dir.parent / "runs"
+    shutil.rmtree(runs_root)  # the original run folders
+    (page_dir / "runs" / "unlisted-run").mkdir()
+    write_leaderboards(tables, page_dir)
+    dom = Dom((page_dir / "index.html").read_text())
+    targets = [(page_dir / urllib.parse.unquote(h)).resolve() for h in dom.links]
+    assert len(targets) == (3 + 3 + 2) * 4  # seeds of sasrec, pop, gru4rec; 4 files each
+    assert all(t.is_file() for t in targets)
+    assert not (page_dir / "runs" / "unlisted-run").exists()
+    assert not list((page_dir / "runs").rglob("*.ckpt"))
 
 
 def test_a_page_from_old_results_still_says_what_it_can(tmp_path):
