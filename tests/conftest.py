@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pytest
 import torch
 
 torch.set_num_threads(1)  # the suite shares a few cores with long-running campaigns
@@ -38,6 +39,25 @@ def pytest_configure(config) -> None:
     for runs under another config file, so `-m "not slow"` always knows the marker."""
     if not any(line.startswith("slow:") for line in config.getini("markers")):
         config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+# ------------------------------------------------------------------ planted runs
+
+
+@pytest.fixture(scope="module")
+def planted_root(tmp_path_factory) -> Path:
+    """A data folder holding the planted sequence file (tests/planted_runs.py), once a module."""
+    from tests.planted_runs import write_planted  # imports Lightning: only where it is used
+
+    return write_planted(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="module")
+def gru_run(planted_root) -> str:
+    """Run folder of a small finished gru4rec run on the planted file, once a module."""
+    from tests.planted_runs import train
+
+    return train(planted_root, "gru4rec")
 
 
 # ------------------------------------------------------------------ raw samples
@@ -103,17 +123,6 @@ def small_event_log(
     return frame.height
 
 
-@raw_sample("taobao")
-def _taobao(folder: Path) -> RawSample:
-    write(
-        folder,
-        "UserBehavior.csv",
-        "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,fav,1511561733\n"
-        "100,2268318,2520377,cart,1511572885\n100,4954999,411153,buy,1511575270\n",
-    )
-    return RawSample(events=4)
-
-
 @raw_sample("taobao-synth")
 def _taobao_synth(folder: Path) -> RawSample:
     from bench.datasets.synth import write_taobao_synth
@@ -122,117 +131,67 @@ def _taobao_synth(folder: Path) -> RawSample:
     return RawSample(events=200)
 
 
-@raw_sample("diginetica")
-def _diginetica(folder: Path) -> RawSample:
-    # The competition's full views file: purchases are read with it by default.
-    write(
-        folder,
-        "train-item-views.csv",
-        "session_id;user_id;item_id;timeframe;eventdate\n"
-        "1;NA;81766;526309;2016-05-09\n1;NA;31331;1031018;2016-05-09\n"
-        "2;7;32118;243569;2016-05-09\n",
-    )
-    write(
-        folder,
-        "train-purchases.csv",
-        "sessionId;userId;timeframe;eventdate;ordernumber;itemId\n"
-        "2;7;17100868;2016-05-09;16421;32118\n",
-    )
-    write(folder, "product-categories.csv", "itemId;categoryId\n81766;1096\n32118;5\n")
-    return RawSample(events=4)
+def files_sample(name: str, events: int, files: dict[str, str]) -> None:
+    """Register data set `name`'s sample as fixed files (file name -> text) that hold
+    `events` events; most formats need nothing more."""
+
+    @raw_sample(name)
+    def build(folder: Path) -> RawSample:
+        for file, text in files.items():
+            write(folder, file, text)
+        return RawSample(events=events)
 
 
-@raw_sample("yoochoose")
-def _yoochoose(folder: Path) -> RawSample:
-    write(
-        folder,
-        "yoochoose-clicks.dat",
-        "1,2014-04-07T10:51:09.277Z,214536502,0\n"
-        "1,2014-04-07T10:54:09.868Z,214536500,S\n"
-        "2,2014-04-07T13:56:37.614Z,214662742,2053\n",
-    )
-    write(folder, "yoochoose-buys.dat", "2,2014-04-07T14:02:36.889Z,214662742,1046,2\n")
-    return RawSample(events=4)
-
-
-@raw_sample("retailrocket")
-def _retailrocket(folder: Path) -> RawSample:
-    write(
-        folder,
-        "events.csv",
-        "timestamp,visitorid,event,itemid,transactionid\n"
-        "1433221332117,257597,view,355908,\n"
-        "1433224214164,992329,addtocart,248676,\n"
-        "1433221999827,111016,transaction,318965,4000\n",
-    )
-    return RawSample(events=3)
-
-
-@raw_sample("tmall")
-def _tmall(folder: Path) -> RawSample:
-    write(
-        folder,
-        "user_log_format1.csv",
-        "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type\n"
-        "328862,323294,833,2882,2661,829,0\n"
-        "328862,844400,1271,2882,,1111,1\n"
-        "234512,575153,1271,2882,2661,0511,2\n"
-        "234512,575153,1271,2882,2661,1031,3\n",
-    )
-    return RawSample(events=4)
-
-
-@raw_sample("ml-100k")
-def _ml_100k(folder: Path) -> RawSample:
-    # RecBole's atomic files, as shipped in ../shared/data (GroupLens' u.data also reads).
-    write(
-        folder,
-        "ml-100k.inter",
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n",
-    )
-    write(
-        folder,
-        "ml-100k.item",
-        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-        "242\tKolya\t1996\tComedy\n302\tL.A. Confidential\t1997\tCrime Film-Noir Mystery\n",
-    )
-    return RawSample(events=3)
-
-
-@raw_sample("ml-1m")
-def _ml_1m(folder: Path) -> RawSample:
-    write(folder, "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n6040::1097::4::956715648\n")  # fmt: skip
-    return RawSample(events=3)
-
-
-@raw_sample("ml-latest-small")
-def _ml_latest_small(folder: Path) -> RawSample:
-    write(
-        folder,
-        "ratings.csv",
-        "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n"
-        "7,31,4.0,1260759185\n",
-    )
-    write(
-        folder,
-        "movies.csv",
-        'movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n'
-        "1029,Dumbo (1941),(no genres listed)\n",
-    )
-    return RawSample(events=3)
-
-
-@raw_sample("diginetica-dynamicrec")
-def _diginetica_dynamicrec(folder: Path) -> RawSample:
-    write(folder, "diginetica.csv", "1,2,3,4,5\n6,7,6,2\n")
-    return RawSample(events=9)
-
-
-@raw_sample("yoochoose-dynamicrec")
-def _yoochoose_dynamicrec(folder: Path) -> RawSample:
-    write(folder, "yoochoose.csv", "1,2,3\n4,5,4,1\n")
-    return RawSample(events=7)
+files_sample("taobao", 4, {
+    "UserBehavior.csv": "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,fav,1511561733\n"
+    "100,2268318,2520377,cart,1511572885\n100,4954999,411153,buy,1511575270\n",
+})  # fmt: skip
+# The competition's full views file: purchases are read with it by default.
+files_sample("diginetica", 4, {
+    "train-item-views.csv": "session_id;user_id;item_id;timeframe;eventdate\n"
+    "1;NA;81766;526309;2016-05-09\n1;NA;31331;1031018;2016-05-09\n"
+    "2;7;32118;243569;2016-05-09\n",
+    "train-purchases.csv": "sessionId;userId;timeframe;eventdate;ordernumber;itemId\n"
+    "2;7;17100868;2016-05-09;16421;32118\n",
+    "product-categories.csv": "itemId;categoryId\n81766;1096\n32118;5\n",
+})  # fmt: skip
+files_sample("yoochoose", 4, {
+    "yoochoose-clicks.dat": "1,2014-04-07T10:51:09.277Z,214536502,0\n"
+    "1,2014-04-07T10:54:09.868Z,214536500,S\n"
+    "2,2014-04-07T13:56:37.614Z,214662742,2053\n",
+    "yoochoose-buys.dat": "2,2014-04-07T14:02:36.889Z,214662742,1046,2\n",
+})  # fmt: skip
+files_sample("retailrocket", 3, {
+    "events.csv": "timestamp,visitorid,event,itemid,transactionid\n"
+    "1433221332117,257597,view,355908,\n"
+    "1433224214164,992329,addtocart,248676,\n"
+    "1433221999827,111016,transaction,318965,4000\n",
+})  # fmt: skip
+files_sample("tmall", 4, {
+    "user_log_format1.csv": "user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type\n"
+    "328862,323294,833,2882,2661,829,0\n"
+    "328862,844400,1271,2882,,1111,1\n"
+    "234512,575153,1271,2882,2661,0511,2\n"
+    "234512,575153,1271,2882,2661,1031,3\n",
+})  # fmt: skip
+# RecBole's atomic files, as shipped in ../shared/data (GroupLens' u.data also reads).
+files_sample("ml-100k", 3, {
+    "ml-100k.inter": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    "196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n",
+    "ml-100k.item": "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "242\tKolya\t1996\tComedy\n302\tL.A. Confidential\t1997\tCrime Film-Noir Mystery\n",
+})  # fmt: skip
+files_sample("ml-1m", 3, {
+    "ratings.dat": "1::1193::5::978300760\n1::661::3::978302109\n6040::1097::4::956715648\n",
+})  # fmt: skip
+files_sample("ml-latest-small", 3, {
+    "ratings.csv": "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n"
+    "7,31,4.0,1260759185\n",
+    "movies.csv": 'movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n'
+    "1029,Dumbo (1941),(no genres listed)\n",
+})  # fmt: skip
+files_sample("diginetica-dynamicrec", 9, {"diginetica.csv": "1,2,3,4,5\n6,7,6,2\n"})
+files_sample("yoochoose-dynamicrec", 7, {"yoochoose.csv": "1,2,3\n4,5,4,1\n"})
 
 
 @raw_sample("custom")

@@ -1,5 +1,5 @@
-"""Small finished runs on a planted sequence file, for the serving, explanation and
-export tests (seconds each: 1-2 epochs on 400 sequences of 50 items)."""
+"""A planted sequence file and the run settings on it, shared by the tests that train small
+runs (seconds each: 1-3 epochs on a few hundred sequences of 30-50 items)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,54 @@ from bench.training.config import resolve
 from bench.training.run import execute
 from tests.synthetic import planted_sequences
 
+# small batches on one thread: what these tests train with unless they say otherwise
+QUICK = {"batch_size": 128, "eval_batch_size": 256, "threads": 1}
 
-def write_planted(root: Path) -> Path:
-    """A sequence-per-line file with planted transitions under root/custom/."""
+
+def write_planted(
+    root: Path,
+    *,
+    n_seq: int = 400,
+    n_items: int = 50,
+    length: int = 12,
+    seed: int = 3,
+    name: str = "planted.txt",
+) -> Path:
+    """A sequence-per-line file (the format session papers publish) with planted transitions,
+    at root/custom/name; returns root, the data folder."""
     (root / "custom").mkdir(parents=True, exist_ok=True)
-    items, _ = planted_sequences(n_seq=400, n_items=50, length=12, seed=3)
+    items, _ = planted_sequences(n_seq=n_seq, n_items=n_items, length=length, seed=seed)
     lines = [",".join(str(int(i)) for i in row) for row in items]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    (root / "custom" / name).write_text("\n".join(lines) + "\n")
     return root
+
+
+def run_settings(
+    root: Path,
+    model: str,
+    runs_dir: Path | None = None,
+    *,
+    cache_dir: Path | None = None,
+    name: str = "planted.txt",
+    **extra,
+) -> dict:
+    """Run settings for `model` on the custom file root/custom/name (cache in root/cache and
+    runs in root/runs unless given); `extra` adds or replaces settings."""
+    out = {
+        "model": model,
+        "dataset": "custom",
+        "data_dir": str(root),
+        "cache_dir": str(cache_dir or root / "cache"),
+        "runs_dir": str(runs_dir or root / "runs"),
+        "adapter_options": {"path": name, "format": "sequences"},
+    }
+    out.update(extra)
+    return out
 
 
 def train(root: Path, model: str, **extra) -> str:
     """Run folder of a finished `model` run on the planted file under `root`."""
-    settings = {
-        "model": model,
-        "dataset": "custom",
-        "data_dir": str(root),
-        "cache_dir": str(root / "cache"),
-        "runs_dir": str(root / "runs"),
-        "max_epochs": 2,
-        "batch_size": 128,
-        "eval_batch_size": 256,
-        "threads": 1,
-        "lr": 0.01,
-        "adapter_options": {"path": "planted.txt", "format": "sequences"},
-    }
-    settings.update(extra)
-    return execute(resolve({}, {}, settings), progress=False)["run_dir"]
+    config = resolve(
+        {}, {}, run_settings(root, model, **{**QUICK, "max_epochs": 2, "lr": 0.01, **extra})
+    )
+    return execute(config, progress=False)["run_dir"]

@@ -16,7 +16,7 @@ from bench.leaderboard import build_tables, write_leaderboards
 from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.run import execute
-from tests.synthetic import planted_sequences
+from tests.planted_runs import run_settings, write_planted
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,26 +42,13 @@ def unpack(archive: Path, results: str, runs_dir: Path) -> int:
 
 @pytest.fixture
 def store(tmp_path):
-    data = tmp_path / "data" / "custom"
-    data.mkdir(parents=True)
-    items, _ = planted_sequences(n_seq=200, n_items=30, length=8, seed=5)
-    (data / "log.txt").write_text("\n".join(",".join(map(str, map(int, r))) for r in items))
+    data = write_planted(tmp_path / "data", n_seq=200, n_items=30, length=8, seed=5, name="log.txt")
     results = str(tmp_path / "runs" / "results.db")
     for model in ("pop", "repeat", "sr"):
-        config = resolve(
-            {},
-            {},
-            {
-                "model": model,
-                "dataset": "custom",
-                "data_dir": str(tmp_path / "data"),
-                "cache_dir": str(tmp_path / "cache"),
-                "runs_dir": str(tmp_path / "runs"),
-                "wandb": False,
-                "adapter_options": {"path": "log.txt", "format": "sequences"},
-            },
+        run = run_settings(
+            data, model, tmp_path / "runs", cache_dir=tmp_path / "cache", name="log.txt"
         )
-        ResultsStore(results).add(execute(config, progress=False))
+        ResultsStore(results).add(execute(resolve({}, {}, {**run, "wandb": False}), progress=False))
     return results
 
 

@@ -20,20 +20,10 @@ from bench.errors import BenchError
 from bench.training.config import resolve
 from bench.training.run import execute
 from tests.conftest import small_event_log
-from tests.planted_runs import train, write_planted
+from tests.planted_runs import QUICK, run_settings
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    return write_planted(tmp_path_factory.mktemp("predict_api"))
-
-
-@pytest.fixture(scope="module")
-def gru_run(planted):
-    return train(planted, "gru4rec")
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +41,9 @@ def events_gru_run(events_root):
 
 
 def _train_on_events(root: Path, model: str, **params) -> str:
-    settings = {
-        "model": model,
-        "dataset": "custom",
-        "data_dir": str(root),
-        "cache_dir": str(root / "cache"),
-        "runs_dir": str(root / "runs"),
-        "max_epochs": 1,
-        "batch_size": 128,
-        "eval_batch_size": 256,
-        "threads": 1,
-        "adapter_options": {"path": "events.csv"},
-    }
-    return execute(resolve({}, params, settings), progress=False)["run_dir"]
+    run = run_settings(root, model, **QUICK, max_epochs=1)
+    run["adapter_options"] = {"path": "events.csv"}
+    return execute(resolve({}, params, run), progress=False)["run_dir"]
 
 
 def _cli(*args: str):

@@ -8,7 +8,6 @@ empty, and across split updates (the sums DDP gathers)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import lightning as L
 import pytest
@@ -18,8 +17,9 @@ from torch.utils.data import DataLoader
 from bench.datasets.datamodule import SequenceDataModule
 from bench.datasets.prepare import prepare
 from bench.evaluation import GroupedRankingMetrics, evaluate, repeat_mask
-from bench.models.base import Baseline, DataSpec, HistoryEmbedding, ModelConfig, SequenceModel
+from bench.models.base import Baseline, DataSpec
 from bench.training.module import SequenceTask
+from tests.toy_models import LastItem
 
 torch.set_num_threads(1)
 KS = (1, 3, 10)
@@ -95,32 +95,6 @@ class RowScores(Baseline):
 
     def scores(self, batch):
         return self.table[batch["items"]].sum(1)
-
-
-@dataclass
-class TinyConfig(ModelConfig):
-    embedding_dim: int = 4
-    use_behavior: bool = False
-
-
-class LastItem(SequenceModel):
-    """History vector = its last item's embedding; integer weights keep every score exact."""
-
-    name, family, paper = "last_item", "test", "-"
-
-    def __init__(self, spec: DataSpec, seed: int = 0):
-        super().__init__(TinyConfig(), spec)
-        self.embedding = HistoryEmbedding(self.config, spec)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.embedding.items.weight.copy_(
-                torch.randint(-2, 3, self.embedding.items.weight.shape, generator=gen)
-            )
-
-    def encode(self, batch):
-        hidden = self.embedding(batch)
-        index = (batch["lengths"] - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
-        return hidden.gather(1, index).squeeze(1)
 
 
 def trainer() -> L.Trainer:

@@ -12,42 +12,21 @@ from bench.errors import ConfigError
 from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.run import execute, run_id_for
-from tests.synthetic import planted_sequences
+from tests.planted_runs import QUICK, run_settings
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def planted_dir(tmp_path_factory):
-    """A sequence-per-line file (the format session papers publish) with planted transitions."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "custom").mkdir()
-    items, _ = planted_sequences(n_seq=400, n_items=50, length=12, seed=3)
-    lines = [",".join(str(int(i)) for i in row) for row in items]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
-    return root
+def _config(planted_root, tmp_path, model, **extra):
+    run = run_settings(
+        planted_root, model, tmp_path / "runs", **{**QUICK, "max_epochs": 3, **extra}
+    )
+    return resolve({}, {}, run)
 
 
-def _config(planted_dir, tmp_path, model, **extra):
-    settings = {
-        "model": model,
-        "dataset": "custom",
-        "data_dir": str(planted_dir),
-        "cache_dir": str(planted_dir / "cache"),
-        "runs_dir": str(tmp_path / "runs"),
-        "max_epochs": 3,
-        "batch_size": 128,
-        "eval_batch_size": 256,
-        "threads": 1,
-        "adapter_options": {"path": "planted.txt", "format": "sequences"},
-    }
-    settings.update(extra)
-    return resolve({}, {}, settings)
-
-
-def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
-    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
-    gru = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
+def test_neural_run_learns_and_writes_its_result(planted_root, tmp_path):
+    pop = execute(_config(planted_root, tmp_path, "pop"), progress=False)
+    gru = execute(_config(planted_root, tmp_path, "gru4rec", lr=0.01), progress=False)
     assert gru["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
     saved = json.loads((tmp_path / "runs" / gru["run_id"] / "result.json").read_text())
     for key in (
@@ -84,11 +63,11 @@ def test_neural_run_learns_and_writes_its_result(planted_dir, tmp_path):
     assert any(k.startswith("model.") for k in state["state_dict"])
 
 
-def test_execute_records_its_row_when_given_a_store(planted_dir, tmp_path):
+def test_execute_records_its_row_when_given_a_store(planted_root, tmp_path):
     """The library writes the results row (the CLI, sweeps and campaigns no longer do);
     without a store it records nothing, and a bad store fails before any run folder."""
     store_file = tmp_path / "results.db"
-    config = _config(planted_dir, tmp_path, "pop")
+    config = _config(planted_root, tmp_path, "pop")
     plain = execute(config, progress=False)
     assert not store_file.exists()
     result = execute(
@@ -111,13 +90,13 @@ def test_execute_records_its_row_when_given_a_store(planted_dir, tmp_path):
     assert row["result"]["metrics"] == plain["metrics"]
     (tmp_path / "a-folder").mkdir()
     with pytest.raises(ConfigError, match="is a folder, not a results store"):
-        execute(_config(planted_dir, tmp_path / "x", "pop"), results=str(tmp_path / "a-folder"))
+        execute(_config(planted_root, tmp_path / "x", "pop"), results=str(tmp_path / "a-folder"))
     assert not (tmp_path / "x" / "runs").exists()
 
 
-def test_bench_run_prints_the_row_execute_recorded(planted_dir, tmp_path):
+def test_bench_run_prints_the_row_execute_recorded(planted_root, tmp_path):
     args = ["run", "--model", "pop", "--dataset", "custom", "--no-wandb"]
-    args += ["--data-dir", str(planted_dir), "--cache-dir", str(planted_dir / "cache")]
+    args += ["--data-dir", str(planted_root), "--cache-dir", str(planted_root / "cache")]
     args += ["--runs-dir", str(tmp_path / "runs"), "-o", "path=planted.txt"]
     args += ["-o", "format=sequences", "--threads", "1"]
     out = CliRunner().invoke(app, args)
@@ -129,53 +108,59 @@ def test_bench_run_prints_the_row_execute_recorded(planted_dir, tmp_path):
 
 
 @pytest.mark.parametrize("model, epochs", [("sasrec", 8), ("gru4rec", 8)])
-def test_training_on_whole_sequences_learns(planted_dir, tmp_path, model, epochs):
+def test_training_on_whole_sequences_learns(planted_root, tmp_path, model, epochs):
     """training=sequences: one window per history, a loss at every position."""
-    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
+    pop = execute(_config(planted_root, tmp_path, "pop"), progress=False)
     settings = {"lr": 0.01, "batch_size": 32, "max_epochs": epochs}
     run = execute(
-        _config(planted_dir, tmp_path, model, training="sequences", **settings), progress=False
+        _config(planted_root, tmp_path, model, training="sequences", **settings), progress=False
     )
     assert run["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
     assert run["run_config"]["training"] == "sequences"
-    prefixes = _config(planted_dir, tmp_path, model, **settings)
+    prefixes = _config(planted_root, tmp_path, model, **settings)
     assert run["run_id"] != run_id_for(prefixes, run["protocol"])
 
 
 @pytest.mark.slow
-def test_sampled_softmax_runs_take_row_sparse_steps(planted_dir, tmp_path):
+def test_sampled_softmax_runs_take_row_sparse_steps(planted_root, tmp_path):
     """Under sampled softmax a run picks LazyAdamW with a sparse item gradient, and learns."""
-    pop = execute(_config(planted_dir, tmp_path, "pop"), progress=False)
+    pop = execute(_config(planted_root, tmp_path, "pop"), progress=False)
     settings = {"loss": "sampled", "n_negatives": 20, "lr": 0.01}
-    lazy = execute(_config(planted_dir, tmp_path, "gru4rec", **settings), progress=False)
+    lazy = execute(_config(planted_root, tmp_path, "gru4rec", **settings), progress=False)
     assert lazy["loss"] == "SampledSoftmax" and lazy["optimizer"] == "lazy_adamw"
     assert lazy["metrics"]["test"]["hr@10"] > pop["metrics"]["test"]["hr@10"] + 0.2
     dense = execute(
-        _config(planted_dir, tmp_path, "gru4rec", optimizer="adamw", **settings), progress=False
+        _config(planted_root, tmp_path, "gru4rec", optimizer="adamw", **settings), progress=False
     )
     assert dense["optimizer"] == "adamw" and dense["run_id"] != lazy["run_id"]
-    full = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1), progress=False)
+    full = execute(_config(planted_root, tmp_path, "gru4rec", max_epochs=1), progress=False)
     assert full["optimizer"] == "adamw"
     with pytest.raises(ConfigError, match="lazy_adamw needs a sampled softmax"):
         execute(
-            _config(planted_dir, tmp_path, "gru4rec", optimizer="lazy_adamw", max_epochs=1),
+            _config(planted_root, tmp_path, "gru4rec", optimizer="lazy_adamw", max_epochs=1),
             progress=False,
         )
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_path):
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_root, tmp_path):
     full = execute(
-        _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="full"),
         progress=False,
     )
     execute(
-        _config(planted_dir, tmp_path, "gru4rec", max_epochs=1, patience=10, run_id="split"),
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=1, patience=10, run_id="split"),
         progress=False,
     )
     resumed = execute(
         _config(
-            planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, run_id="split", resume=True
+            planted_root,
+            tmp_path,
+            "gru4rec",
+            max_epochs=3,
+            patience=10,
+            run_id="split",
+            resume=True,
         ),
         progress=False,
     )
@@ -184,11 +169,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(planted_dir, tmp_p
     assert resumed["metrics"]["valid"] == pytest.approx(full["metrics"]["valid"], abs=1e-9)
 
 
-def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_dir, tmp_path):
+def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_root, tmp_path):
     """A step size too small to change any score: epoch 0 stays the best, and last.ckpt
     must still hold epoch 2, where a resume has to continue from."""
     result = execute(
-        _config(planted_dir, tmp_path, "gru4rec", max_epochs=3, patience=10, lr=1e-12),
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=3, patience=10, lr=1e-12),
         progress=False,
     )
     ckpts = tmp_path / "runs" / result["run_id"] / "checkpoints"
@@ -197,8 +182,8 @@ def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_dir, tmp_path):
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
-def test_predict_round_trip(planted_dir, tmp_path):
-    result = execute(_config(planted_dir, tmp_path, "gru4rec", lr=0.01), progress=False)
+def test_predict_round_trip(planted_root, tmp_path):
+    result = execute(_config(planted_root, tmp_path, "gru4rec", lr=0.01), progress=False)
     runner = CliRunner()
     out = runner.invoke(
         app, ["predict", "--run", result["run_dir"], "--history", "3,7,nope", "--k", "5"]
@@ -262,13 +247,13 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_with_two_cpu_processes_gives_the_same_test_metrics(planted_dir, tmp_path):
+def test_ddp_with_two_cpu_processes_gives_the_same_test_metrics(planted_root, tmp_path):
     """Two gloo processes each rank a shard; gathered sums equal one process's metrics."""
     import os
     import subprocess
     import sys
 
-    result = execute(_config(planted_dir, tmp_path, "gru4rec", max_epochs=1), progress=False)
+    result = execute(_config(planted_root, tmp_path, "gru4rec", max_epochs=1), progress=False)
     from pathlib import Path
 
     bench = str(Path(sys.executable).parent / "bench")

@@ -24,41 +24,25 @@ from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.predict import predict
 from bench.training.run import execute
-from tests.synthetic import planted_sequences
+from tests.planted_runs import run_settings, write_planted
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_planted(folder: Path, n_seq: int = 300, seed: int = 3) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    items, _ = planted_sequences(n_seq=n_seq, n_items=40, length=10, seed=seed)
-    path = folder / "planted.txt"
-    path.write_text("\n".join(",".join(str(int(i)) for i in row) for row in items) + "\n")
-    return path
+SMALL = {"n_items": 40, "length": 10}  # the planted file's shape in these tests
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    write_planted(tmp_path / "data" / "custom")
-    return tmp_path / "data"
+    return write_planted(tmp_path / "data", n_seq=300, **SMALL)
 
 
 def config(data_dir: Path, runs: Path, model: str = "pop", **extra):
-    settings = {
-        "model": model,
-        "dataset": "custom",
-        "data_dir": str(data_dir),
-        "cache_dir": str(runs.parent / "cache"),
-        "runs_dir": str(runs),
-        "max_epochs": 1,
-        "batch_size": 128,
-        "threads": 1,
-        "wandb": False,
-        "adapter_options": {"path": "planted.txt", "format": "sequences"},
-    }
-    settings.update(extra)
-    return resolve({}, {}, settings)
+    quick = {"max_epochs": 1, "batch_size": 128, "threads": 1, "wandb": False, **extra}
+    return resolve(
+        {}, {}, run_settings(data_dir, model, runs, cache_dir=runs.parent / "cache", **quick)
+    )
 
 
 def cli(*args: str):
@@ -126,7 +110,7 @@ def test_the_same_settings_on_changed_data_are_another_run(tmp_path, data_dir):
     store = ResultsStore(runs / "results.db")
     first = execute(config(data_dir, runs), progress=False)
     store.add(first)
-    write_planted(data_dir / "custom", n_seq=320, seed=4)  # same name, other content
+    write_planted(data_dir, n_seq=320, seed=4, **SMALL)  # same name, other content
     second = execute(config(data_dir, runs), progress=False)
     store.add(second)
     assert first["data_fingerprint"] != second["data_fingerprint"]
@@ -147,7 +131,7 @@ def test_the_same_bytes_in_another_folder_are_the_same_run(tmp_path, data_dir):
 def test_resume_after_the_data_changed_refuses_instead_of_reporting_old_metrics(tmp_path, data_dir):
     runs = tmp_path / "runs"
     execute(config(data_dir, runs, "gru4rec", run_id="fixed"), progress=False)
-    write_planted(data_dir / "custom", n_seq=320, seed=4)
+    write_planted(data_dir, n_seq=320, seed=4, **SMALL)
     with pytest.raises(ConfigError, match="data"):
         execute(config(data_dir, runs, "gru4rec", run_id="fixed", resume=True), progress=False)
 
@@ -265,7 +249,7 @@ def test_runs_dir_moves_the_results_store_with_it(tmp_path, data_dir, monkeypatc
 def test_sigterm_keeps_the_checkpoints_writes_no_result_and_exits_non_zero(tmp_path, data_dir):
     """Wait for the first epoch's checkpoint (an event, not a fixed sleep), then SIGTERM."""
     runs = tmp_path / "runs"
-    write_planted(data_dir / "custom", n_seq=3000)
+    write_planted(data_dir, n_seq=3000, **SMALL)
     command = [
         sys.executable, "-m", "bench.cli", "run", "--model", "gru4rec", "--dataset", "custom",
         "--data-dir", str(data_dir), "-o", "path=planted.txt", "--runs-dir", str(runs),

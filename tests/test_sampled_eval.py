@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -20,11 +19,12 @@ from bench.datasets.datamodule import SequenceDataModule
 from bench.datasets.prepare import prepare
 from bench.errors import DataError
 from bench.evaluation import evaluate
-from bench.models.base import Baseline, DataSpec, HistoryEmbedding, ModelConfig, SequenceModel
+from bench.models.base import Baseline, DataSpec
 from bench.training.config import resolve
 from bench.training.module import SequenceTask
 from bench.training.run import execute
-from tests.synthetic import planted_sequences
+from tests.planted_runs import run_settings, write_planted
+from tests.toy_models import LastItem
 
 torch.set_num_threads(1)
 KS = (1, 10, 20)
@@ -74,32 +74,6 @@ class ItemSums(Baseline):
         return self.weights[batch["items"]].sum(1) @ self.weights.T
 
 
-@dataclass
-class TinyConfig(ModelConfig):
-    embedding_dim: int = 4
-    use_behavior: bool = False
-
-
-class LastItem(SequenceModel):
-    """History vector = its last item's embedding; integer weights keep every score exact."""
-
-    name, family, paper = "last_item", "test", "-"
-
-    def __init__(self, spec: DataSpec):
-        super().__init__(TinyConfig(), spec)
-        self.embedding = HistoryEmbedding(self.config, spec)
-        gen = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            self.embedding.items.weight.copy_(
-                torch.randint(-2, 3, self.embedding.items.weight.shape, generator=gen)
-            )
-
-    def encode(self, batch):
-        hidden = self.embedding(batch)
-        index = (batch["lengths"] - 1).view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
-        return hidden.gather(1, index).squeeze(1)
-
-
 # ------------------------------------------------------------------ the DataModule
 
 
@@ -141,7 +115,7 @@ def test_evaluate_sampled_ranks_match_a_plain_count(ml100k):
 
 def test_module_reports_sampled_metrics_next_to_full_ranking(ml100k):
     data = SequenceDataModule(ml100k, max_len=10, eval_batch_size=400)
-    model = LastItem(data.spec())
+    model = LastItem(data.spec(), seed=1)
     batches = list(data.split_dataloader("test"))
     with torch.no_grad():
         want = sampled_reference(batches, [model.scores(b).tolist() for b in batches])
@@ -169,29 +143,13 @@ def test_module_reports_sampled_metrics_next_to_full_ranking(ml100k):
 
 @pytest.fixture(scope="module")
 def planted_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "custom").mkdir()
-    items, _ = planted_sequences(n_seq=150, n_items=40, length=8, seed=3)
-    lines = [",".join(str(int(i)) for i in row) for row in items]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return write_planted(tmp_path_factory.mktemp("data"), n_seq=150, n_items=40, length=8)
 
 
 def _run(planted_dir, tmp_path, model, assignments):
-    settings = {
-        "model": model,
-        "dataset": "custom",
-        "data_dir": str(planted_dir),
-        "cache_dir": str(planted_dir / "cache"),
-        "runs_dir": str(tmp_path / "runs"),
-        "max_epochs": 1,
-        "limit_train_batches": 2,
-        "batch_size": 64,
-        "threads": 1,
-        "wandb": False,
-        "adapter_options": {"path": "planted.txt", "format": "sequences"},
-    }
-    return execute(resolve({}, assignments, settings), progress=False)
+    quick = {"max_epochs": 1, "limit_train_batches": 2, "batch_size": 64, "threads": 1}
+    run = run_settings(planted_dir, model, tmp_path / "runs", wandb=False, **quick)
+    return execute(resolve({}, assignments, run), progress=False)
 
 
 @pytest.mark.parametrize("model", ["gru4rec", "pop"])

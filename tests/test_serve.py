@@ -19,20 +19,10 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.serve import create_app
 from bench.training.predict import Recommender, predict
-from tests.planted_runs import train, write_planted
+from tests.planted_runs import train
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return write_planted(tmp_path_factory.mktemp("serve"))
-
-
-@pytest.fixture(scope="module")
-def gru_run(root):
-    return train(root, "gru4rec")
 
 
 def _free_port() -> int:
@@ -192,8 +182,8 @@ def test_serve_refuses_a_folder_that_is_not_a_run(tmp_path):
         ("gnn_lstm", {"max_epochs": 1}),
     ],
 )
-def test_every_family_is_served(root, model, extra):
-    run_dir = train(root, model, **extra)
+def test_every_family_is_served(planted_root, model, extra):
+    run_dir = train(planted_root, model, **extra)
     with TestClient(create_app(run_dir)) as client:
         history = ["12", "5", "5", "40", "1"]
         got = client.post("/recommend", json={"history": history, "k": 6})
