@@ -40,7 +40,7 @@ from bench.sweep import (
     trial_seed,
 )
 from bench.training.config import RunConfig
-from tests.synthetic import planted_sequences
+from tests.planted_runs import write_planted
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,11 +52,7 @@ PG_URL = os.environ.get("BENCH_TEST_POSTGRES")
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """A sequence-per-line file with planted transitions, its artifact built once."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "custom").mkdir()
-    items, _ = planted_sequences(n_seq=400, n_items=50, length=12, seed=3)
-    lines = [",".join(str(int(i)) for i in row) for row in items]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    root = write_planted(tmp_path_factory.mktemp("data"))
     prepare("custom", "user-loo", data_dir=root, cache_dir=root / "cache", adapter_options=ADAPTER)
     return root
 

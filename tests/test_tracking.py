@@ -24,7 +24,7 @@ from bench.leaderboard import COLUMNS
 from bench.sweep import SweepOptions, sweep
 from bench.training.config import RunConfig
 from bench.training.run import execute
-from tests.synthetic import planted_sequences
+from tests.planted_runs import write_planted
 
 torch.set_num_threads(1)
 
@@ -33,11 +33,7 @@ ADAPTER = {"path": "planted.txt", "format": "sequences"}
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "custom").mkdir()
-    items, _ = planted_sequences(n_seq=300, n_items=40, length=10, seed=5)
-    lines = [",".join(str(int(i)) for i in row) for row in items]
-    (root / "custom" / "planted.txt").write_text("\n".join(lines) + "\n")
+    root = write_planted(tmp_path_factory.mktemp("data"), n_seq=300, n_items=40, length=10, seed=5)
     prepare("custom", "user-loo", data_dir=root, cache_dir=root / "cache", adapter_options=ADAPTER)
     return root
 
