@@ -739,6 +739,7 @@ Heartbeat = Annotated[
     int, typer.Option("--heartbeat", min=1, help="Seconds between worker heartbeats.")
 ]
 Threads = Annotated[int | None, typer.Option("--threads", help="torch CPU threads per worker.")]
+Seeds = Annotated[int, typer.Option("--seeds", min=1, help="Seeds of the final runs.")]
 SweepWandb = Annotated[
     bool, typer.Option("--wandb/--no-wandb", help="Track trials with W&B (offline by default).")
 ]
@@ -794,7 +795,7 @@ def sweep_cmd(
     gpus: Annotated[
         str | None, typer.Option("--gpus", help="One worker per listed GPU, e.g. 0,1,2,3.")
     ] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds of the final runs.")] = 3,
+    seeds: Seeds = 3,
     results: Results = None,
     settings: RunSettings = None,
     config: ConfigFile = None,
@@ -861,7 +862,7 @@ def automl_cmd(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds of search per model.")
     ] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds of the final runs.")] = 3,
+    seeds: Seeds = 3,
     storage: SweepStorage = None,
     results: Results = None,
     out: Annotated[Path, typer.Option("--out", help="Leaderboard folder.")] = Path("leaderboards"),

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import urllib.parse
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -423,6 +424,36 @@ def _seconds_axis(ax) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(minor))
 
 
+@contextmanager
+def _log_seconds_axes():
+    """(figure, axes) in the page's plot style, x on a log scale of seconds."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(PLOT_STYLE):
+        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+        ax = fig.add_subplot()
+        ax.set_xscale("log")
+        ax.set_autoscalex_on(False)  # `_log_limits` sets x: one cost for all is no warning
+        yield fig, ax
+
+
+def _label(ax, text: str, xy: tuple[float, float], colour: str):
+    """A point's name just right of and above it (moved apart later by `_place_labels`)."""
+    return ax.annotate(
+        text, xy, xytext=(6, 3), textcoords="offset points", fontsize=8, color=colour
+    )
+
+
+def _finish(fig, ax, texts: list, xs: list[float]) -> str:
+    """The SVG of a seconds plot: x limits around `xs`, y from 0, labels kept apart."""
+    _log_limits(ax, xs)
+    ax.set_ylim(bottom=0)
+    _seconds_axis(ax)
+    _place_labels(fig, ax, texts)
+    return _svg(fig)
+
+
 def _interval(e: dict) -> tuple[float, float] | None:
     """95% bootstrap interval of the row's NDCG@10 over test targets, as distances below
     and above the reported mean; None without saved per-target ranks."""
@@ -445,17 +476,10 @@ def accuracy_plot(t: dict, prefix: str) -> str:
     """Test NDCG@10 against training seconds per seed (log scale), one point per model
     with its 95% bootstrap interval over test targets (± the seeds' standard deviation
     where per-target ranks were not saved), coloured by its standing against the floors."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
     rows = [e for e in t["rows"] if not math.isnan(e["mean"][PRIMARY])]
     if not rows:
         return ""
-    with matplotlib.rc_context(PLOT_STYLE):
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_xscale("log")
-        ax.set_autoscalex_on(False)  # `_log_limits` sets x: one cost for all is no warning
+    with _log_seconds_axes() as (fig, ax):
         seen, texts = set(), []
         for e in rows:
             x, x_low, x_high = _cost(e)
@@ -485,41 +509,22 @@ def accuracy_plot(t: dict, prefix: str) -> str:
             for i, collection in enumerate(bars.lines[2]):
                 kind = "errorbar" if i == len(bars.lines[2]) - 1 else "costbar"
                 collection.set_gid(_gid(prefix, kind, e["model"]))
-            texts.append(
-                ax.annotate(
-                    e["model"],
-                    (x, y),
-                    xytext=(6, 3),
-                    textcoords="offset points",
-                    fontsize=8,
-                    color="#1a202c",
-                )
-            )
+            texts.append(_label(ax, e["model"], (x, y), "#1a202c"))
         ax.set_xlabel("training time per seed, wall-clock seconds (log scale)")
         ax.set_ylabel(f"test {PRIMARY.upper()} (95% interval)")
         ax.set_title(f"accuracy against training cost: {t['dataset']}, {t['protocol']}", loc="left")
-        _log_limits(ax, [_cost(e)[1] for e in rows] + [_cost(e)[2] for e in rows])
-        ax.set_ylim(bottom=0)
-        _seconds_axis(ax)
         ax.legend(loc="lower right", fontsize=8, frameon=False)
-        _place_labels(fig, ax, texts)
-        return _svg(fig)
+        xs = [_cost(e)[1] for e in rows] + [_cost(e)[2] for e in rows]
+        return _finish(fig, ax, texts, xs)
 
 
 def curves_plot(t: dict, prefix: str) -> str:
     """Best validation NDCG@10 so far against CPU seconds of tuning (log scale), one
     stepped line per tuned model: what the equal budget bought each one."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
     curves = t.get("curves") or {}
     if not curves:
         return ""
-    with matplotlib.rc_context(PLOT_STYLE):
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_xscale("log")
-        ax.set_autoscalex_on(False)  # `_log_limits` sets x: one cost for all is no warning
+    with _log_seconds_axes() as (fig, ax):
         texts = []
         for i, (name, pts) in enumerate(sorted(curves.items())):
             colour = "#a0aec0" if name in FLOORS else CURVE_COLOURS[i % len(CURVE_COLOURS)]
@@ -532,23 +537,12 @@ def curves_plot(t: dict, prefix: str) -> str:
             last_x, last_y = pts[-1]
             ax.plot([max(last_x, 1e-3)], [last_y], "o", color=colour, markersize=4)
             texts.append(
-                ax.annotate(
-                    f"{name} ({len(pts)} trials)",
-                    (max(last_x, 1e-3), last_y),
-                    xytext=(6, 3),
-                    textcoords="offset points",
-                    fontsize=8,
-                    color=colour,
-                )
+                _label(ax, f"{name} ({len(pts)} trials)", (max(last_x, 1e-3), last_y), colour)
             )
         ax.set_xlabel("CPU seconds of tuning (log scale)")
         ax.set_ylabel(f"best validation {PRIMARY.upper()} so far")
         ax.set_title("budget curves: tuning spend against the best trial so far", loc="left")
-        _log_limits(ax, [max(x, 1e-3) for pts in curves.values() for x, _ in pts])
-        ax.set_ylim(bottom=0)
-        _seconds_axis(ax)
-        _place_labels(fig, ax, texts)
-        return _svg(fig)
+        return _finish(fig, ax, texts, [max(x, 1e-3) for pts in curves.values() for x, _ in pts])
 
 
 # ------------------------------------------------------------------ tables

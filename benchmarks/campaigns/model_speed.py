@@ -192,6 +192,12 @@ def measure(
     return out
 
 
+def _forwarded(args: argparse.Namespace) -> dict:
+    """The command line's settings for `measure` (its keywords), in a `--json` child too."""
+    keys = ("epochs", "batch_size", "eval_batch_size", "lr", "threads", "batches", "training")
+    return {key: getattr(args, key) for key in (*keys, "data_dir", "cache_dir")}
+
+
 def run_subprocess(
     model: str, params: dict, args: argparse.Namespace, python: str = sys.executable
 ) -> dict:
@@ -199,26 +205,9 @@ def run_subprocess(
     cmd = [python, "-m", "benchmarks.campaigns.model_speed", "--model", model, "--json"]
     for key, value in params.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
-    cmd += [
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--eval-batch-size",
-        str(args.eval_batch_size),
-        "--lr",
-        str(args.lr),
-        "--threads",
-        str(args.threads),
-        "--batches",
-        str(args.batches),
-        "--training",
-        args.training,
-        "--data-dir",
-        str(args.data_dir),
-    ]
-    if args.cache_dir:
-        cmd += ["--cache-dir", str(args.cache_dir)]
+    for key, value in _forwarded(args).items():
+        if value not in (None, ""):  # no --cache-dir: the child's own temporary one
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = common.thread_env(args.threads)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -291,19 +280,7 @@ def main() -> None:
     if args.json:
         if not args.model or len(args.model) != 1:
             parser.error("--json measures exactly one --model")
-        row = measure(
-            args.model[0],
-            params,
-            data_dir=args.data_dir,
-            cache_dir=args.cache_dir,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            eval_batch_size=args.eval_batch_size,
-            lr=args.lr,
-            threads=args.threads,
-            batches=args.batches,
-            training=args.training,
-        )
+        row = measure(args.model[0], params, **_forwarded(args))
         print(json.dumps(row, default=str))
         return
 
