@@ -149,32 +149,25 @@ def bench_tag(mode: str, sets: dict) -> str:
 
 
 def row_text(name: str, rb: dict | None, be: dict | None, cap: int) -> str:
-    def m(t: dict, key: str) -> str:
-        return f"{t[key]:.4f}"
+    def side(t: dict, epochs: str, cpu_per_epoch: float) -> list[str]:
+        """One tool's cells: test NDCG@10 / MRR@20, epochs run, CPU seconds an epoch."""
+        return [f"{t['ndcg@10']:.4f} / {t['mrr@20']:.4f}", epochs, f"{cpu_per_epoch:.1f}"]
 
     cells = [name]
     if rb:
-        t, n = rb["test_metrics"], rb["epochs_run"]
+        n = rb["epochs_run"]
         if rb.get("valid_mrr@10_per_epoch"):  # workers before the fix took the first best
             scores = rb["valid_mrr@10_per_epoch"]
             rb["best_epoch"] = len(scores) - scores[::-1].index(max(scores))
         by = rb.get("stopped_by", "early stopping" if n < cap else "epoch cap")
         capped = "" if by == "early stopping" else f" ({by})"
-        cells += [
-            f"{m(t, 'ndcg@10')} / {m(t, 'mrr@20')}",
-            f"{n}{capped}, best {rb.get('best_epoch', '?')}",
-            f"{rb['fit_cpu_seconds'] / max(n, 1):.1f}",
-        ]
+        epochs = f"{n}{capped}, best {rb.get('best_epoch', '?')}"
+        cells += side(rb["test_metrics"], epochs, rb["fit_cpu_seconds"] / max(n, 1))
     else:
         cells += ["–", "–", "–"]
     if be:
-        t = be["test"]
         best = be["best_epoch"] + 1 if be["best_epoch"] is not None else "?"
-        cells += [
-            f"{m(t, 'ndcg@10')} / {m(t, 'mrr@20')}",
-            f"{be['epochs']}, best {best}",
-            f"{be['cpu_seconds_per_epoch']:.1f}",
-        ]
+        cells += side(be["test"], f"{be['epochs']}, best {best}", be["cpu_seconds_per_epoch"])
     else:
         cells += ["–", "–", "–"]
     if rb and be:

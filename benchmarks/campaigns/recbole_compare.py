@@ -54,6 +54,8 @@ RECBOLE_PINS = (
 RECBOLE_TRAIN_EXAMPLES = 97_171  # RecBole's augmented prefixes on ml-100k (PEERS.md)
 GRAPH_MODELS = ("srgnn", "gnn_lstm", "gcsan")
 
+NO_SIDE = {"use_behavior": False, "use_category": False, "use_time_gap": False}
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -63,16 +65,15 @@ class Pair:
     bench: str
     recbole: str
     mapping: tuple[tuple[str, str, object], ...]
-    bench_extra: dict = field(default_factory=dict)  # bench-only settings, e.g. side features
+    # bench-only settings; by default the side features RecBole's models do not read are off
+    bench_extra: dict = field(default_factory=lambda: dict(NO_SIDE))
 
     @property
     def recbole_settings(self) -> dict:
         out: dict = {}
         for rb_key, _, value in self.mapping:
-            if rb_key == "dropout_probs[0]":
-                out.setdefault("dropout_probs", [None, None])[0] = value
-            elif rb_key == "dropout_probs[1]":
-                out.setdefault("dropout_probs", [None, None])[1] = value
+            if rb_key.startswith("dropout_probs["):  # NARM's two dropouts are one list
+                out.setdefault("dropout_probs", [None, None])[int(rb_key[-2])] = value
             elif rb_key != "-":
                 out[rb_key] = value
         return out
@@ -83,7 +84,20 @@ class Pair:
         return out | self.bench_extra
 
 
-NO_SIDE = {"use_behavior": False, "use_category": False, "use_time_gap": False}
+def transformer(dropout: float, *more: tuple[str, str, object]) -> tuple:
+    """SASRec's and BERT4Rec's shared settings (RecBole key, bench key, value); one
+    dropout for the hidden layers and the attention, as both papers set them."""
+    return (
+        ("hidden_size", "embedding_dim", 64),
+        ("n_layers", "n_layers", 2),
+        ("n_heads", "n_heads", 2),
+        ("inner_size", "inner_size", 256),
+        ("hidden_dropout_prob", "dropout", dropout),
+        ("attn_dropout_prob", "attn_dropout", dropout),
+        *more,
+    )
+
+
 MODELS = (
     Pair(
         "gru4rec",
@@ -94,7 +108,6 @@ MODELS = (
             ("num_layers", "num_layers", 1),
             ("dropout_prob", "dropout", 0.3),
         ),
-        NO_SIDE,
     ),
     Pair(
         "narm",
@@ -106,46 +119,14 @@ MODELS = (
             ("dropout_probs[0]", "dropout", 0.25),
             ("dropout_probs[1]", "context_dropout", 0.5),
         ),
-        NO_SIDE,
     ),
-    Pair(
-        "stamp",
-        "STAMP",
-        (("embedding_size", "embedding_dim", 64), ("-", "dropout", 0.0)),
-        NO_SIDE,
-    ),
-    Pair(
-        "sasrec",
-        "SASRec",
-        (
-            ("hidden_size", "embedding_dim", 64),
-            ("n_layers", "n_layers", 2),
-            ("n_heads", "n_heads", 2),
-            ("inner_size", "inner_size", 256),
-            ("hidden_dropout_prob", "dropout", 0.5),
-            ("attn_dropout_prob", "attn_dropout", 0.5),
-        ),
-        NO_SIDE,
-    ),
-    Pair(
-        "bert4rec",
-        "BERT4Rec",
-        (
-            ("hidden_size", "embedding_dim", 64),
-            ("n_layers", "n_layers", 2),
-            ("n_heads", "n_heads", 2),
-            ("inner_size", "inner_size", 256),
-            ("hidden_dropout_prob", "dropout", 0.2),
-            ("attn_dropout_prob", "attn_dropout", 0.2),
-            ("mask_ratio", "mask_prob", 0.2),
-        ),
-        NO_SIDE,
-    ),
+    Pair("stamp", "STAMP", (("embedding_size", "embedding_dim", 64), ("-", "dropout", 0.0))),
+    Pair("sasrec", "SASRec", transformer(0.5)),
+    Pair("bert4rec", "BERT4Rec", transformer(0.2, ("mask_ratio", "mask_prob", 0.2))),
     Pair(
         "srgnn",
         "SRGNN",
         (("embedding_size", "embedding_dim", 64), ("step", "step", 1), ("-", "dropout", 0.0)),
-        NO_SIDE,
     ),
 )
 # bench-only graph models, timed against gru4rec with the same embedding size.

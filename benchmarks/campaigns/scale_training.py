@@ -233,6 +233,18 @@ def full_softmax_bytes(n_items: int, batch: int) -> int:
 # ----------------------------------------------------------------------- parts
 
 
+def _train(args, rows: list, label: str, model: str, n_items: int, loss: str) -> dict | None:
+    """Time training steps in a child process and keep its row in `rows`; None, with the
+    error printed after `label`, when the child failed."""
+    setup = dict(model=model, n_items=n_items, loss=loss, dim=args.dim, batch=args.batch)
+    r = run_child("train", setup | {"steps": args.steps}, args.threads)
+    rows.append(r)
+    if "error" in r:
+        print(f"{label} ERROR {r['error'][-300:]}")
+        return None
+    return r
+
+
 def part_train(args) -> list[dict]:
     rows = []
     print(
@@ -246,21 +258,8 @@ def part_train(args) -> list[dict]:
     )
     for model in args.models:
         for loss in ("sampled", "sampled-sparse"):
-            r = run_child(
-                "train",
-                dict(
-                    model=model,
-                    n_items=args.items,
-                    loss=loss,
-                    dim=args.dim,
-                    batch=args.batch,
-                    steps=args.steps,
-                ),
-                args.threads,
-            )
-            rows.append(r)
-            if "error" in r:
-                print(f"{model:<10} {loss:<15} ERROR {r['error'][-300:]}")
+            r = _train(args, rows, f"{model:<10} {loss:<15}", model, args.items, loss)
+            if r is None:
                 continue
             print(
                 f"{model:<10} {loss:<15} {r['fwd_bwd']:>9.3f} {r['optimizer']:>8.3f} "
@@ -289,21 +288,8 @@ def part_catalogue(args) -> list[dict]:
                 print(f"{n:>10,} {loss:<15} skipped: logits need ~{need} GiB > --max-gib")
                 rows.append({"n_items": n, "loss": loss, "skipped": f"needs ~{need} GiB"})
                 continue
-            r = run_child(
-                "train",
-                dict(
-                    model=args.cat_model,
-                    n_items=n,
-                    loss=loss,
-                    dim=args.dim,
-                    batch=args.batch,
-                    steps=args.steps,
-                ),
-                args.threads,
-            )
-            rows.append(r)
-            if "error" in r:
-                print(f"{n:>10,} {loss:<15} ERROR {r['error'][-300:]}")
+            r = _train(args, rows, f"{n:>10,} {loss:<15}", args.cat_model, n, loss)
+            if r is None:
                 continue
             print(
                 f"{n:>10,} {loss:<15} {r['step_s']:>7.3f} ({r['wall']['step_s']:>6.3f}) "
