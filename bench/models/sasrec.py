@@ -11,9 +11,10 @@ real event: the causal mask alone keeps pads out of every real position's
 attention, which lets the fused causal kernel run without a per-batch mask.
 Sizes follow RecBole's defaults (2 blocks, 2 heads, inner 256). Dropout is 0.2 on
 both the hidden states and the attention weights (the paper's value for ML-1M), not
-RecBole's 0.5: on ml-100k (user-loo, seed 0, whole-sequence training at batch 64, lr
-2e-3, patience 10) 0.5 tested at NDCG@10 0.0464 and 0.2 at 0.0642 (BENCHMARKS.md,
-"Accuracy against RecBole 1.2.1: bench's default run").
+RecBole's 0.5: on ml-100k (user-loo, whole-sequence training at batch 64, lr 2e-3,
+patience 10) 0.5 tested at NDCG@10 0.0464 / 0.0515 (seeds 0 / 1) and stopped by epoch
+11-15, 0.2 at 0.0642 / 0.0583; `bench run` with no --set then tests at 0.0609
+(BENCHMARKS.md, "Accuracy against RecBole 1.2.1: bench's default run").
 """
 
 from __future__ import annotations
