@@ -28,6 +28,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.training.run import LOCKS
 
 torch.set_num_threads(1)
 
@@ -569,11 +570,14 @@ def _make(tmp: Path, files: dict, base: Path | None) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every file under `root` (not the artifact cache, not a results store) by content."""
+    """Every file under `root` by content: not the artifact cache, a results store or the
+    per-run lock files (taken before a run is checked, they hold no result)."""
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if rel.parts[0] == "cache" or path.name in IGNORED or not path.is_file():
+        if rel.parts[0] == "cache" or LOCKS in rel.parts or path.name in IGNORED:
+            continue
+        if not path.is_file():
             continue
         out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out

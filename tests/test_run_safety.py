@@ -23,7 +23,7 @@ from bench.paths import remove_tree
 from bench.results import ResultsStore
 from bench.training.config import resolve
 from bench.training.predict import predict
-from bench.training.run import execute
+from bench.training.run import execute, hold_run
 from tests.planted_runs import run_settings, write_planted
 
 torch.set_num_threads(1)
@@ -126,6 +126,21 @@ def test_the_same_bytes_in_another_folder_are_the_same_run(tmp_path, data_dir):
     shutil.copytree(data_dir, elsewhere)
     second = execute(config(elsewhere, runs), progress=False)
     assert first["run_id"] == second["run_id"]
+
+
+def test_a_run_another_process_is_training_is_refused_not_shared(tmp_path, data_dir):
+    """Two processes on one run (an orphaned campaign worker and its restart) would write
+    one folder at once; the second is refused by name, and the run is free again once
+    the first lets go (or dies: the lock is the kernel's)."""
+    runs = tmp_path / "runs"
+    first = execute(config(data_dir, runs, "gru4rec"), progress=False)
+    holder = hold_run(runs, first["run_id"])  # as the other process would
+    with pytest.raises(ConfigError, match=f"run {first['run_id']} is being trained by process"):
+        execute(config(data_dir, runs, "gru4rec"), progress=False)
+    assert (runs / first["run_id"] / "result.json").exists()  # untouched by the refusal
+    holder.close()
+    again = execute(config(data_dir, runs, "gru4rec"), progress=False)
+    assert again["metrics"]["test"] == first["metrics"]["test"]
 
 
 def test_resume_after_the_data_changed_refuses_instead_of_reporting_old_metrics(tmp_path, data_dir):

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 import warnings
@@ -293,6 +294,37 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
 
 
+LOCKS = ".locks"  # <runs-dir>/.locks/<run_id>.lock: held while a process trains that run
+
+
+def hold_run(runs_root: Path, run_id: str):
+    """An exclusive lock on one run, held until the returned file is closed (or the
+    process dies: the kernel drops it, so a killed run never leaves a stale lock). Two
+    processes given the same run (a second campaign, a resumed and an orphaned worker)
+    would otherwise write one folder's checkpoints and result at the same time."""
+    import fcntl
+
+    (runs_root / LOCKS).mkdir(parents=True, exist_ok=True)
+    handle = open(runs_root / LOCKS / f"{run_id}.lock", "a+")  # noqa: SIM115 (held open)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"run {run_id} is being trained by {holder} right now",
+            option="run_id",
+            hint="wait for that process to finish (its result lands in the same folder), "
+            "or stop it first",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
+
+
 def execute(
     config: RunConfig,
     *,
@@ -332,6 +364,7 @@ def execute(
     ckpt_dir = run_dir / "checkpoints"
     resume_from = None
     if not is_launched_rank():
+        lock = hold_run(runs_root, run_id)  # noqa: F841 (released when execute returns)
         resume_from = _plan(config, run_dir, runs_root, wanted)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
