@@ -118,6 +118,17 @@ def test_a_stopped_run_resumes_from_its_last_epoch_and_a_broken_checkpoint_start
         (tmp_path / "c.db").unlink()
         (run_dir / "result.json").unlink()
 
+    (tmp_path / "c.db").unlink()  # finished, but the store never heard of it
+    recorded = campaign(args, tmp_path)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    assert "finished meanwhile, recorded" in recorded.stderr
+    (kept,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
+    assert kept["result"]["finished_at"] == row["result"]["finished_at"]  # not trained again
+    (table,) = build_tables(ResultsStore(tmp_path / "c.db"))  # its ranks are found
+    assert table["rows"][0]["gains"].mean() == pytest.approx(
+        row["result"]["metrics"]["test"]["ndcg@10"]
+    )
+
     stopped_before_the_result()
     resumed = campaign(args, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

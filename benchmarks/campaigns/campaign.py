@@ -78,7 +78,16 @@ def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> di
     from bench.training.run import execute
 
     config = run_config(args, dataset, model, seed)
-    last = Path(config.runs_dir) / planned_run_id(config) / "checkpoints" / "last.ckpt"
+    run_dir = Path(config.runs_dir) / planned_run_id(config)
+    finished = run_dir / "result.json"
+    if finished.exists():  # finished by another process after this campaign planned
+        from bench.results import ResultsStore
+
+        result = json.loads(finished.read_text()) | {"run_dir": str(run_dir.resolve())}
+        ResultsStore(args.results).add(result, kind="run")
+        print(f"{dataset} {model} seed {seed}: finished meanwhile, recorded", file=sys.stderr)
+        return result
+    last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         try:
             return execute(config.updated(resume=True), progress=False, results=args.results)
