@@ -442,6 +442,8 @@ DASH = "–"
 def _cell(e: dict, m: str) -> str:
     if not e["n"][m]:
         return DASH
+    if e["n"][m] == 1:  # one seed (or a deterministic model): no spread to show
+        return f"{e['mean'][m]:.4f}"
     return f"{e['mean'][m]:.4f} ± {e['std'][m]:.4f}"
 
 

@@ -364,3 +364,13 @@ def test_empty_store_is_a_clear_error(tmp_path):
 
     with pytest.raises(BenchError, match="has no results"):
         build_tables(ResultsStore(tmp_path / "empty.db"))
+
+
+def test_a_single_seed_cell_shows_no_spread():
+    """`± 0.0000` on a one-seed row would read as a measured zero spread."""
+    from bench.leaderboard import _cell
+
+    one = {"n": {"ndcg@10": 1}, "mean": {"ndcg@10": 0.07123}, "std": {"ndcg@10": 0.0}}
+    three = {"n": {"ndcg@10": 3}, "mean": {"ndcg@10": 0.0743}, "std": {"ndcg@10": 0.0023}}
+    assert _cell(one, "ndcg@10") == "0.0712"
+    assert _cell(three, "ndcg@10") == "0.0743 ± 0.0023"
