@@ -23,8 +23,9 @@ DATA = Path(
 ).resolve()  # the test changes directory
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "ml-100k").exists(), reason="ml-100k not available")
+pytestmark = pytest.mark.skipif(not (DATA / "ml-100k").exists(), reason="ml-100k not available")
+
+
 def campaign(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`python -m benchmarks.campaigns.campaign ARGS` in `cwd`, reading the test data."""
     env = dict(os.environ, BENCH_DATA_DIR=str(DATA), WANDB_MODE="offline")
