@@ -5,8 +5,10 @@ input is a clear error. The script runs as its users run it (tests import no ben
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,36 @@ def test_a_stopped_run_resumes_from_its_last_epoch_and_a_broken_checkpoint_start
     (third,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
     assert third["result"]["epochs"] == 2  # trained from the start, not from a broken file
     assert third["result"]["metrics"]["test"] == row["result"]["metrics"]["test"]
+
+
+@pytest.mark.slow  # starts a gru4rec run on ml-100k
+def test_a_stopped_campaign_stops_its_runs_and_starts_no_more(tmp_path):
+    """SIGTERM to the campaign reaches its running worker (which keeps its checkpoints)
+    instead of leaving an orphan that trains on unseen; no further job starts."""
+    env = dict(os.environ, BENCH_DATA_DIR=str(DATA), WANDB_MODE="offline")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["--datasets", "ml-100k", "--models", "gru4rec,lstm", "--seeds", "0"]
+    store = str(tmp_path / "c.db")  # names this test's processes among all on the machine
+    args += ["--results", store, "--runs-dir", "runs", "--cache-dir", "cache"]
+    args += ["--training", "sequences", "--max-epochs", "50", "--leaderboards", "boards"]
+    command = [sys.executable, "-m", "benchmarks.campaigns.campaign", *args]
+    parent = subprocess.Popen(
+        command, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+    def workers() -> list[int]:
+        pattern = f"--results {store} .*--one "
+        found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+        return [int(p) for p in found.stdout.split()]
+
+    deadline = time.monotonic() + 300  # until the worker has trained an epoch
+    while not list((tmp_path / "runs").glob("gru4rec-*/checkpoints/last.ckpt")):
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
+        time.sleep(0.5)
+    assert len(workers()) == 1
+    parent.send_signal(signal.SIGTERM)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 128 + signal.SIGTERM
+    assert not workers()  # the worker went with it, none started after
+    assert "stopped by SIGTERM" in err  # the run's own message: checkpoints kept
+    assert not list((tmp_path / "runs").glob("lstm-*"))

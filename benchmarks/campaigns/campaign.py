@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -202,17 +203,40 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     failed = []
 
+    children: set[subprocess.Popen] = set()
+    stopping = []  # set once: no job starts after a stop
+
+    def stop(signum, _frame):
+        """A stopped campaign stops its runs too (they keep their checkpoints and resume
+        next time) rather than leaving orphans that train on, unseen."""
+        stopping.append(signum)
+        for child in list(children):
+            child.send_signal(signal.SIGTERM)
+        for child in list(children):
+            child.wait()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
     def launch(job):
+        if stopping:
+            return
         dataset, model, seed = job
         start = time.perf_counter()
-        out = subprocess.run(  # its stderr (what it resumed, warnings, errors) goes to ours
+        child = subprocess.Popen(  # its stderr (what it resumed, warnings, errors) goes to ours
             [*base, "--one", dataset, model, str(seed)], stdout=subprocess.PIPE, text=True, env=env
         )
-        if out.returncode != 0:
-            failed.append(job)
-            print(f"FAILED {job} (exit {out.returncode}; its errors are on stderr)", flush=True)
+        children.add(child)
+        stdout, _ = child.communicate()
+        children.discard(child)
+        if stopping:
             return
-        line = json.loads(out.stdout.strip().splitlines()[-1])
+        if child.returncode != 0:
+            failed.append(job)
+            print(f"FAILED {job} (exit {child.returncode}; its errors are on stderr)", flush=True)
+            return
+        line = json.loads(stdout.strip().splitlines()[-1])
         t = line["test"]
         print(
             f"{dataset:10s} {model:9s} seed {seed}: hr@10 {t['hr@10']:.4f} ndcg@10 "
