@@ -161,19 +161,37 @@ def test_a_stopped_campaign_stops_its_runs_and_starts_no_more(tmp_path):
     args += ["--results", store, "--runs-dir", "runs", "--cache-dir", "cache"]
     args += ["--training", "sequences", "--max-epochs", "50", "--leaderboards", "boards"]
     command = [sys.executable, "-m", "benchmarks.campaigns.campaign", *args]
-    parent = subprocess.Popen(
-        command, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+
+    def start() -> subprocess.Popen:  # in a process group of its own, as a session is
+        return subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
 
     def workers() -> list[int]:
         pattern = f"--results {store} .*--one "
         found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
         return [int(p) for p in found.stdout.split()]
 
-    deadline = time.monotonic() + 300  # until the worker has trained an epoch
-    while not list((tmp_path / "runs").glob("gru4rec-*/checkpoints/last.ckpt")):
-        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
-        time.sleep(0.5)
+    def epochs() -> int:
+        from bench.training.run import checkpoint_epochs
+
+        found = list((tmp_path / "runs").glob("gru4rec-*/checkpoints/last.ckpt"))
+        return checkpoint_epochs(found[0]) if found else 0
+
+    def wait_for_epochs(parent: subprocess.Popen, at_least: int) -> None:
+        deadline = time.monotonic() + 300
+        while epochs() < at_least:
+            assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
+            time.sleep(0.5)
+
+    parent = start()
+    wait_for_epochs(parent, 1)
     assert len(workers()) == 1
     parent.send_signal(signal.SIGTERM)
     out, err = parent.communicate(timeout=120)
@@ -181,3 +199,14 @@ def test_a_stopped_campaign_stops_its_runs_and_starts_no_more(tmp_path):
     assert not workers()  # the worker went with it, none started after
     assert "stopped by SIGTERM" in err  # the run's own message: checkpoints kept
     assert not list((tmp_path / "runs").glob("lstm-*"))
+
+    # a session's end signals the whole group at once, parent and a resumed worker alike:
+    # the worker stops (not "starting afresh" over its checkpoint) and the parent ends
+    kept = epochs()
+    parent = start()
+    wait_for_epochs(parent, kept + 1)
+    os.killpg(parent.pid, signal.SIGTERM)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "resuming" in err and "starting afresh" not in err
+    assert epochs() > kept and not workers()

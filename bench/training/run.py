@@ -175,7 +175,7 @@ def _plan(config: RunConfig, run_dir: Path, runs_root: Path, wanted: dict) -> di
                 hint="resume with the settings it was made with, or drop --resume",
             )
         if (run_dir / "result.json").exists() and not differences(found, wanted):
-            epochs = _checkpoint_epochs(run_dir / "checkpoints" / "last.ckpt")
+            epochs = checkpoint_epochs(run_dir / "checkpoints" / "last.ckpt")
             raise ConfigError(
                 f"run {run_dir.name} has already finished ({epochs} epochs); "
                 "there is nothing to resume",
@@ -192,7 +192,7 @@ def _plan(config: RunConfig, run_dir: Path, runs_root: Path, wanted: dict) -> di
         )
     source = _budget_sibling(runs_root, wanted)
     if source is not None:
-        _checkpoint_epochs(source / "checkpoints" / "last.ckpt")  # unreadable: refused here
+        checkpoint_epochs(source / "checkpoints" / "last.ckpt")  # unreadable: refused here
         (run_dir / "checkpoints").mkdir(parents=True)
         for name in ("last.ckpt", "best.ckpt"):
             if (source / "checkpoints" / name).exists():
@@ -211,7 +211,7 @@ def _plan(config: RunConfig, run_dir: Path, runs_root: Path, wanted: dict) -> di
     )
 
 
-def _checkpoint_epochs(path: Path) -> int:
+def checkpoint_epochs(path: Path) -> int:
     """Epochs a checkpoint has completed; an unreadable one is a clear error."""
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
@@ -231,7 +231,7 @@ def _resume_point(run_dir: Path, config: RunConfig, from_run: str | None = None)
     if not last.exists():
         _say(f"{run_dir.name} has no checkpoint yet: training from the start")
         return None
-    epochs = _checkpoint_epochs(last)
+    epochs = checkpoint_epochs(last)
     if from_run:
         _say(
             f"continuing {from_run} (after {epochs} epochs) as {run_dir.name}, "

@@ -76,7 +76,7 @@ def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> di
     resumes from its last epoch's checkpoint, so a run longer than a session still ends;
     one whose checkpoint cannot be read starts afresh."""
     from bench.errors import BenchError
-    from bench.training.run import execute
+    from bench.training.run import checkpoint_epochs, execute
 
     config = run_config(args, dataset, model, seed)
     run_dir = Path(config.runs_dir) / planned_run_id(config)
@@ -91,11 +91,13 @@ def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> di
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         try:
-            return execute(config.updated(resume=True), progress=False, results=args.results)
-        except BenchError as err:
+            checkpoint_epochs(last)
+        except BenchError as err:  # only an unreadable checkpoint: a stopped run stays stopped
             print(
                 f"{dataset} {model} seed {seed}: {err.render()}; starting afresh", file=sys.stderr
             )
+        else:
+            return execute(config.updated(resume=True), progress=False, results=args.results)
     return execute(config, progress=False, results=args.results)
 
 
@@ -208,13 +210,12 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     def stop(signum, _frame):
         """A stopped campaign stops its runs too (they keep their checkpoints and resume
-        next time) rather than leaving orphans that train on, unseen."""
+        next time) rather than leaving orphans that train on, unseen. It only passes the
+        signal on: waiting here, inside whatever the main thread was waiting on, deadlocks
+        on a second signal; the launch threads see the workers end and start no more."""
         stopping.append(signum)
         for child in list(children):
             child.send_signal(signal.SIGTERM)
-        for child in list(children):
-            child.wait()
-        raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -228,6 +229,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             [*base, "--one", dataset, model, str(seed)], stdout=subprocess.PIPE, text=True, env=env
         )
         children.add(child)
+        if stopping:  # the signal came while it started
+            child.send_signal(signal.SIGTERM)
         stdout, _ = child.communicate()
         children.discard(child)
         if stopping:
@@ -247,6 +250,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(launch, jobs))
+    if stopping:
+        return 128 + stopping[0]
     if store.rows():  # nothing to tabulate when every run so far failed
         files = write_leaderboards(build_tables(ResultsStore(args.results)), args.leaderboards)
         print("wrote", ", ".join(str(f) for f in files))
