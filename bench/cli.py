@@ -921,6 +921,31 @@ def leaderboard_cmd(
         log_tables(tables, out / "wandb")
 
 
+@app.command(
+    "rekey",
+    epilog="Example: [bold]bench rekey --runs-dir runs/cite --results runs/cite.db[/]",
+)
+def rekey_cmd(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder of runs.")] = Path("runs"),
+    results: Results = None,
+) -> None:
+    """Give runs made before run ids held every hyperparameter (defaults included) their
+    ids now, folders and results-store rows alike, so a campaign skips them correctly."""
+    from bench.training.rekey import rekey
+
+    report = rekey(runs_dir, results or str(runs_dir / "results.db"))
+    console = Console()
+    for old, new in report.moved:
+        console.print(f"{escape(old)} -> {escape(new)}")
+    for folder, why in report.left:
+        console.print(f"left as is: {escape(folder)} ({why})")
+    console.print(
+        f"{len(report.moved)} runs renamed ({report.rows} results rows), "
+        f"{len(report.rewritten)} identities completed in place, {report.current} current, "
+        f"{len(report.left)} left as is"
+    )
+
+
 @app.command("dashboard", epilog="Example: [bold]bench dashboard --storage runs/optuna.db[/]")
 def dashboard_cmd(
     storage: SweepStorage = None,

@@ -228,7 +228,14 @@ def _continue_or_resume(args: list[str], continued: bool, tmp: Path) -> list[str
 
 
 def _before(args: list[str], tmp: Path) -> None:
-    """Results for a leaderboard example to tabulate."""
+    """Results for a leaderboard example to tabulate, a run for a rekey example to keep."""
+    if args[0] == "rekey":
+        _invoke(
+            ["run", "--model", "pop", "--dataset", "ml-100k", "--data-dir", str(DATA)]
+            + ["--cache-dir", str(tmp / "cache"), "--no-wandb"]
+            + ["--runs-dir", str(tmp / _value(args, "--runs-dir"))]
+            + ["--results", str(tmp / _value(args, "--results"))]
+        )
     if args[0] == "leaderboard":
         dataset = _value(args, "--dataset") or "ml-100k"
         _invoke(

@@ -1,25 +1,30 @@
 """Run identity is declared once, on RunConfig's fields, and read by run ids and
-leaderboard grouping alike; published run ids never change."""
+leaderboard grouping alike. Run ids are pinned: they changed once, when they came to hold
+every hyperparameter (defaults included), and `bench rekey` maps each earlier id to its
+id now (tests/test_rekey.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import pydantic
 import pytest
 
 from bench.leaderboard import _config_key
+from bench.models.registry import build_config
 from bench.training.config import IDENTITY, SETTING, RunConfig, identity_roles
-from bench.training.run import group_for, identity, run_id_for
+from bench.training.run import group_for, identity, run_id_for, run_id_of
 
-# (settings, protocol, protocol hash, data fingerprint) -> (run id, W&B group), computed
-# with the code before identity moved onto RunConfig: results stores are keyed by these
+# (settings, protocol, protocol hash, data fingerprint) -> (run id, W&B group, run id before
+# hyperparameter defaults joined the id): results stores are keyed by these
 GOLDEN = [
     (
         {"model": "pop", "dataset": "ml-100k"},
         ("user-loo",),
         "pop-ml-100k-user-loo-s0-49ffcf83",
         "pop-ml-100k-user-loo-87ce04e1",
+        "pop-ml-100k-user-loo-s0-49ffcf83",  # pop has no hyperparameters: its id stays
     ),
     (
         {
@@ -36,8 +41,9 @@ GOLDEN = [
             "wandb": False,
         },
         ("user-loo", "0123456789abcdef", "fedcba9876543210"),
+        "gru4rec-ml-100k-user-loo-s2-bfec9dce",
+        "gru4rec-ml-100k-user-loo-8cb1f7ea",
         "gru4rec-ml-100k-user-loo-s2-955e6dd3",
-        "gru4rec-ml-100k-user-loo-09bfab64",
     ),
     (
         {
@@ -52,8 +58,9 @@ GOLDEN = [
             "length_buckets": True,
         },
         ("user-time", "h", "d"),
+        "sasrec-taobao-user-time-s0-020db6bd",
+        "sasrec-taobao-user-time-89d1cb6b",
         "sasrec-taobao-user-time-s0-5a071ed3",
-        "sasrec-taobao-user-time-022a6193",
     ),
     (
         {
@@ -67,17 +74,44 @@ GOLDEN = [
             "run_id": "abc",
         },
         ("session-srgnn", "hash"),
+        "narm-diginetica-session-srgnn-s0-1cab3d70",
+        "narm-diginetica-session-srgnn-61932a0a",
         "narm-diginetica-session-srgnn-s0-6422ff45",
-        "narm-diginetica-session-srgnn-a8cfd460",
     ),
 ]
 
 
-@pytest.mark.parametrize(("settings", "where", "run_id", "group"), GOLDEN)
-def test_run_ids_are_pinned(settings, where, run_id, group):
+@pytest.mark.parametrize(("settings", "where", "run_id", "group", "before"), GOLDEN)
+def test_run_ids_are_pinned(settings, where, run_id, group, before):
     config = RunConfig(**settings)
     assert run_id_for(config, *where) == run_id
     assert group_for(config, *where) == group
+    # the id the same settings had when only the --set hyperparameters counted
+    assert run_id_of({**identity(config, *where), "params": config.params}) == before
+
+
+def test_a_changed_model_default_is_another_run(monkeypatch):
+    """Giving a hyperparameter its default explicitly is the same run; changing the
+    default is not (sasrec's dropout 0.5 -> 0.2 once kept its id, and a campaign resumed a
+    0.5 checkpoint as a 0.2 run)."""
+    import bench.training.run as run
+
+    base = RunConfig(model="sasrec", dataset="ml-100k")
+    default = build_config("sasrec").dropout
+    explicit = RunConfig(model="sasrec", dataset="ml-100k", params={"dropout": default})
+    assert run_id_for(base, "user-loo") == run_id_for(explicit, "user-loo")
+    assert identity(base, "user-loo")["params"]["dropout"] == default
+
+    real = run.build_config
+
+    def new_default(name, overrides=None):
+        built = real(name, overrides)
+        return built if "dropout" in (overrides or {}) else dataclasses.replace(built, dropout=0.7)
+
+    before = run_id_for(base, "user-loo")
+    monkeypatch.setattr(run, "build_config", new_default)
+    assert run_id_for(base, "user-loo") != before
+    assert run_id_for(explicit, "user-loo") == before  # an explicit value keeps its run
 
 
 def test_a_field_without_an_identity_role_is_refused():

@@ -3,6 +3,7 @@ evaluate valid and test, and write `runs/<run_id>/result.json`."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -45,8 +46,11 @@ def data_fingerprint(meta: dict) -> str:
 
 def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> dict:
     """What a run computes: its settings, protocol (and hash) and data fingerprint.
-    Which settings count is declared on RunConfig's fields (`Identity`)."""
+    Which settings count is declared on RunConfig's fields (`Identity`). `params` holds
+    every hyperparameter the model is built with, defaults included: a changed default
+    is a new run, never a resume of (or a skip over) a run made with the old one."""
     payload = config.model_dump(exclude=set(NOT_IN_ID))
+    payload["params"] = dataclasses.asdict(build_config(config.model, config.params))
     for key, default in LATER_DEFAULTS.items():
         if key in payload and payload[key] == default:
             del payload[key]
@@ -73,9 +77,13 @@ def prepare_for(config: RunConfig, *, progress: bool = False) -> Path:
 
 
 def run_id_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> str:
-    payload = identity(config, protocol, protocol_hash, data)
+    return run_id_of(identity(config, protocol, protocol_hash, data))
+
+
+def run_id_of(payload: dict) -> str:
+    """The run id an identity payload hashes to (model, data set, protocol, seed, digest)."""
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return f"{config.model}-{config.dataset}-{protocol}-s{config.seed}-{digest[:8]}"
+    return f"{payload['model']}-{payload['dataset']}-{payload['protocol']}-s{payload['seed']}-{digest[:8]}"
 
 
 def group_for(config: RunConfig, protocol: str, protocol_hash: str = "", data: str = "") -> str:
