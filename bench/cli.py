@@ -934,7 +934,7 @@ def rekey_cmd(
     from bench.training.rekey import rekey
 
     report = rekey(runs_dir, results or str(runs_dir / "results.db"))
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per run, as scripts read them
     for old, new in report.moved:
         console.print(f"{escape(old)} -> {escape(new)}")
     for folder, why in report.left:
