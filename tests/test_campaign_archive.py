@@ -62,6 +62,10 @@ def test_pack_then_unpack_gives_the_same_tables_and_nothing_twice(store, tmp_pat
     assert pack(store, archive) == 3
     assert len((archive / "results.jsonl").read_text().splitlines()) == 3
     assert len(list((archive / "arrays").glob("*.npz"))) == 3
+    stale = archive / "arrays" / "sr-custom-user-loo-s0-00000000.npz"  # a renamed run's
+    stale.write_bytes(next((archive / "arrays").glob("*.npz")).read_bytes())
+    assert pack(store, archive) == 3 and not stale.exists()
+    assert len(list((archive / "arrays").glob("*.npz"))) == 3
     fresh = tmp_path / "fresh"  # another machine: no runs/, no store
     results = str(fresh / "results.db")
     assert unpack(archive, results, fresh / "cite") == 3

@@ -59,6 +59,10 @@ def pack(results: str, out: Path) -> int:
                 np.savez_compressed(out / ARRAYS / f"{result['run_id']}.npz", **arrays)
             keep = {k: row[k] for k in ("kind", "study", "trial", "created_at")}
             lines.write(json.dumps({**keep, "result": result}, default=str) + "\n")
+    packed = {row["result"]["run_id"] for row in rows}
+    for stale in (out / ARRAYS).glob("*.npz"):  # a run removed or renamed (`bench rekey`)
+        if stale.stem not in packed:
+            stale.unlink()
     return len(rows)
 
 
