@@ -505,11 +505,11 @@ def accuracy_plot(t: dict, prefix: str) -> str:
                 markersize=6,
                 label=label,
             )
-            bars.lines[0].set_gid(_gid(prefix, "point", e["model"]))
+            bars.lines[0].set_gid(_gid(prefix, "point", e["name"]))
             for i, collection in enumerate(bars.lines[2]):
                 kind = "errorbar" if i == len(bars.lines[2]) - 1 else "costbar"
-                collection.set_gid(_gid(prefix, kind, e["model"]))
-            texts.append(_label(ax, e["model"], (x, y), "#1a202c"))
+                collection.set_gid(_gid(prefix, kind, e["name"]))
+            texts.append(_label(ax, e["name"], (x, y), "#1a202c"))
         ax.set_xlabel("training time per seed, wall-clock seconds (log scale)")
         ax.set_ylabel(f"test {PRIMARY.upper()} (95% interval)")
         ax.set_title(f"accuracy against training cost: {t['dataset']}, {t['protocol']}", loc="left")
@@ -608,7 +608,7 @@ def _cells(e: dict, position: int, page_dir: Path) -> dict[str, tuple[str, str |
     own = _row_interval(e) or (None, None)
     cells: dict[str, tuple[str, str | None]] = {
         "#": (str(position), str(position)),
-        "model": (f"<b>{html.escape(e['model'])}</b>", None),
+        "model": (f"<b>{html.escape(e['name'])}</b>", None),
         "NDCG@10 low": _num(own[0]),
         "NDCG@10 high": _num(own[1]),
         "floors": (html.escape(_floor_status(e)), None),

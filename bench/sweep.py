@@ -275,11 +275,22 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
     return study
 
 
+def _probe_trial() -> optuna.trial.Trial:
+    """A trial of a throwaway in-memory study, to sample a search space without a sweep
+    (and without Optuna announcing the study)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def check_search_space(model: str) -> None:
     """Sample the model's search space once, before any worker starts: a space that raises,
     or suggests a key or value the model's Config does not take, is a ConfigError."""
     cls = get_model_class(model)
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    probe = _probe_trial()
     try:
         params = cls.search_space(probe)
     except Exception as err:
@@ -311,6 +322,30 @@ def check_search_space(model: str) -> None:
             option="--model",
             hint=err.hint,
         ) from None
+
+
+def suggest_lr(trial) -> float:
+    """The learning rate, searched for every trained model on the same scale."""
+    return trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+
+
+def search_space_text(model: str) -> dict[str, str]:
+    """What a sweep of `model` searches, one line per hyperparameter (the learning rate
+    too, for a trained model), read from the distributions its space suggests: tables list
+    it beside the chosen values."""
+    cls = get_model_class(model)
+    probe = _probe_trial()
+    cls.search_space(probe)
+    if cls.neural:
+        suggest_lr(probe)
+    text = {}
+    for name, dist in probe.distributions.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            text[name] = "one of " + ", ".join(map(str, dist.choices))
+        else:
+            scale = ", log scale" if dist.log else ""
+            text[name] = f"{dist.low:g} to {dist.high:g}{scale}"
+    return text
 
 
 def prepare_data(opts: SweepOptions) -> SweepOptions:
@@ -424,7 +459,7 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
             params = model_cls.search_space(trial)
             extra = {}
             if model_cls.neural:
-                extra["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+                extra["lr"] = suggest_lr(trial)
             callbacks = [pruning_callback(trial, f"val/{monitor}")] if model_cls.neural else []
             config = _run_config(
                 opts,
@@ -729,6 +764,7 @@ def sweep(opts: SweepOptions) -> dict:
                 "study": study.study_name,
                 "best_trial": best.number,
                 "budget": budget,
+                "search_space": search_space_text(opts.model),
                 "model_family": model_cls.family,
             },
         )

@@ -705,6 +705,11 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
         del args[i : i + 2]
     args[0] = "automl"
     args += ["--models", "pop,sknn", "--out", str(tmp_path / "lb")]
+    for model in ("sknn", "pop"):  # default runs first: the table puts both side by side
+        default = ["run", "--model", model, *args[args.index("--dataset") : args.index("--trials")]]
+        default += ["--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results.db")]
+        ran = CliRunner().invoke(app, [*default, "--no-wandb"])
+        assert ran.exit_code == 0, ran.output
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
 
@@ -713,11 +718,19 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
     stem = md_file.with_suffix("")
     markdown = (stem.with_suffix(".md")).read_text()
     lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if "|" in line}
-    assert {"pop", "sknn"} <= set(lines)
-    assert "2 trials" in lines["pop"] and "2 trials" in lines["sknn"]
-    assert "0,1" in lines["sknn"]  # both seeds
-    assert "pop" in stem.with_suffix(".csv").read_text()
-    assert "sknn" in (tmp_path / "lb" / "index.html").read_text()
+    assert {"pop (tuned)", "sknn (tuned)", "pop", "sknn"} <= set(lines)
+    assert "2 of 2 trials" in lines["pop (tuned)"] and "2 of 2 trials" in lines["sknn (tuned)"]
+    assert "untuned" in lines["sknn"] and "untuned" in lines["pop"]
+    assert "0,1" in lines["sknn (tuned)"]  # both seeds
+    # what each tuned row chose and searched, and how tuning moved the ranks
+    (sknn_line,) = [line for line in markdown.splitlines() if line.startswith("- **sknn (tuned)**")]
+    assert '"k": ' in sknn_line and "searched k: one of " in sknn_line
+    assert "searched nothing (no hyperparameters)" in markdown  # pop
+    moves = re.search(r"rank among tuned rows \(NDCG@10\): (.*)\.", markdown).group(1)
+    assert sorted(m.split()[0] for m in moves.split(", ")) == ["pop", "sknn"]
+    csv_text = stem.with_suffix(".csv").read_text()
+    assert ",pop,True," in csv_text and ",pop,False," in csv_text
+    assert "sknn (tuned)" in (tmp_path / "lb" / "index.html").read_text()
 
     finals = ResultsStore(tmp_path / "results.db").rows(kind="final")
     assert sorted((r["model"], r["seed"]) for r in finals) == [
@@ -731,7 +744,8 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
         assert r["result"]["budget"]["seconds"] > 0
         assert r["result"]["budget"]["cpu_seconds"] > 0
         assert r["result"]["budget"]["stopped_by"] == "trials"
-    assert "stopped by trials" in lines["pop"] and "CPU s" in lines["sknn"]
+    assert "stopped by trials" in lines["pop (tuned)"] and "CPU s" in lines["sknn (tuned)"]
+    assert finals[0]["result"]["search_space"] == {}  # pop has no hyperparameters
     storage = _storage(str(tmp_path / "optuna.db"))
     names = sorted(optuna.get_all_study_names(storage=storage))
     assert names == ["pop-custom-user-loo-any", "sknn-custom-user-loo-any"]
