@@ -703,6 +703,7 @@ def _tuned_lines(t: dict) -> list[str]:
         chosen = {k: v for k, v in e["hyperparameters"].items() if k in (space or {})}
         if "lr" in (space or {}):
             chosen["lr"] = run.get("lr")
+        chosen = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in chosen.items()}
         searched = (
             "not recorded"  # tuned before studies recorded their space
             if space is None
