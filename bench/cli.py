@@ -677,10 +677,11 @@ def evaluate_cmd(
 # ---------------------------------------------------------------- sweeps, boards
 
 
-def _sweep_common(given: dict, model: str) -> tuple:
+def _sweep_common(given: dict, model: str, *, check: bool = True) -> tuple:
     """What `bench sweep` and `bench automl` share, read from the command's own arguments
     (its `locals()`): the run settings every trial shares, as a RunConfig of `model`, and
-    the search options (storage, results store, budget, pruner)."""
+    the search options (storage, results store, budget, pruner). Without `check` the
+    settings are not checked against `model` (automl checks them for each of its models)."""
     from bench.training.config import RUN_KEYS, load_config_file, resolve
 
     file_values = load_config_file(given["config"]) if given["config"] else {}
@@ -712,7 +713,7 @@ def _sweep_common(given: dict, model: str) -> tuple:
         "wandb": None if "wandb" in {**file_values, **assignments} else given["wandb"],
         "adapter_options": parse_assignments(given["options"], "--option"),
     }
-    run = resolve(file_values, assignments, flags)
+    run = resolve(file_values, assignments, flags, check=check)
     return run, {
         "storage": given["storage"],
         "results": given["results"],
@@ -890,7 +891,7 @@ def automl_cmd(
         raise ConfigError(
             "--models names no model", option="--models", hint="e.g. --models gru4rec,sknn"
         )
-    run, common = _sweep_common(locals(), names[0])
+    run, common = _sweep_common(locals(), names[0], check=False)
     outcome = automl(
         run, names, trials=trials, seeds=seeds, leaderboard_dir=out, timeout=timeout, **common
     )

@@ -33,7 +33,7 @@ from bench.errors import BenchError, ConfigError
 from bench.models.registry import build_config, get_model_class
 from bench.paths import check_name
 from bench.results import ResultsStore
-from bench.training.config import RunConfig, check_settings
+from bench.training.config import RunConfig, check_settings, training_for
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_STORAGE = "runs/optuna.db"
@@ -810,7 +810,8 @@ def automl(
 
     if models == ["all"]:
         models = list_models()
-    runs = [run.updated(model=name) for name in models]
+    # training=sequences holds for the models that allow it, prefixes for the rest
+    runs = [run.updated(model=name, training=training_for(name, run.training)) for name in models]
     for each in runs:
         check_settings(each)  # unknown names or settings fail before any work starts
     outcomes = {

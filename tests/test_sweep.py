@@ -39,7 +39,7 @@ from bench.sweep import (
     sweep,
     trial_seed,
 )
-from bench.training.config import RunConfig
+from bench.training.config import RunConfig, training_for
 from tests.planted_runs import write_planted
 
 torch.set_num_threads(1)
@@ -704,12 +704,15 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
         i = args.index(option)
         del args[i : i + 2]
     args[0] = "automl"
-    args += ["--models", "pop,sknn", "--out", str(tmp_path / "lb")]
+    # a shared training=sequences holds for the models that allow it (neither of these)
+    args += ["--models", "pop,sknn", "--out", str(tmp_path / "lb"), "--set", "training=sequences"]
     for model in ("sknn", "pop"):  # default runs first: the table puts both side by side
         default = ["run", "--model", model, *args[args.index("--dataset") : args.index("--trials")]]
+        assert training_for(model, "sequences") == "prefixes"
         default += ["--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "results.db")]
         ran = CliRunner().invoke(app, [*default, "--no-wandb"])
         assert ran.exit_code == 0, ran.output
+    assert training_for("gru4rec", "sequences") == "sequences"
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
 

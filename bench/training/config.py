@@ -168,6 +168,13 @@ class RunConfig(pydantic.BaseModel):
         return value
 
 
+def training_for(model: str, wanted: str) -> str:
+    """`wanted`, or prefixes for a model that reads each history as a whole: what a
+    setting shared by many models (a campaign's, an automl's) means for each of them."""
+    able = getattr(get_model_class(model), "trains_on_sequences", False)
+    return wanted if able else "prefixes"
+
+
 RUN_KEYS = set(RunConfig.model_fields) - {"params", "protocol_params", "adapter_options"}
 
 
@@ -272,8 +279,9 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
-    """Merge file < --set < explicit flags, route keys to run / model / protocol, validate."""
+def resolve(file_values: dict, assignments: dict, flags: dict, *, check: bool = True) -> RunConfig:
+    """Merge file < --set < explicit flags, route keys to run / model / protocol, validate
+    (the values, and with `check` the settings against the model: `check_settings`)."""
     merged: dict[str, Any] = {}
     params: dict[str, Any] = dict(file_values.pop("params", None) or {})
     protocol_params: dict[str, Any] = dict(file_values.pop("protocol_params", None) or {})
@@ -299,7 +307,8 @@ def resolve(file_values: dict, assignments: dict, flags: dict) -> RunConfig:
         )
     except pydantic.ValidationError as err:
         raise _error_from(err, {k for k, v in flags.items() if v is not None}) from None
-    check_settings(config)
+    if check:
+        check_settings(config)
     return config
 
 

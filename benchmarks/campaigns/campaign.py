@@ -36,12 +36,10 @@ FITTED = {"pop", "repeat", "sr", "sknn", "vsknn", "stan"}  # seconds each: run t
 def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
     """The RunConfig of one campaign run; parent and child build it the same way."""
     from bench.cli import parse_assignments
-    from bench.models.registry import get_model_class
-    from bench.training.config import resolve
+    from bench.training.config import resolve, training_for
 
-    able = getattr(get_model_class(model), "trains_on_sequences", False)
     settings = {
-        "training": args.training if able else "prefixes",
+        "training": training_for(model, args.training),
         "model": model,
         "dataset": dataset,
         "protocol": args.protocol,
