@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,35 @@ def test_pack_then_unpack_gives_the_same_tables_and_nothing_twice(store, tmp_pat
     assert row["run_dir"].startswith(str((fresh / "cite").resolve()))
     saved = json.loads((fresh / "cite" / row["run_id"] / "result.json").read_text())
     assert saved["test_rr_file"] == "test_rr.npy"
+
+
+def test_sweep_runs_of_two_studies_keep_their_own_ranks(store, tmp_path):
+    """Sweeps name their runs within a study (final-t0-s0 in every study): each study's
+    rank files come back to its own folder, and trials carry no rank files."""
+    source = ResultsStore(store)
+    runs = {r["model"]: r["result"] for r in source.rows()}
+    for model in ("repeat", "sr"):
+        final = runs[model] | {"run_id": "final-t0-s0", "best_trial": 0}
+        source.add(final, kind="final", study=f"{model}-study", trial=0)
+        source.add(final | {"run_id": "trial-0"}, kind="trial", study=f"{model}-study", trial=0)
+    archive = tmp_path / "archive"
+    assert pack(store, archive) == 7
+    assert sorted(
+        p.relative_to(archive / "arrays").as_posix() for p in (archive / "arrays").rglob("*.npz")
+    ) == sorted(
+        [f"{r['run_id']}.npz" for r in runs.values()]
+        + ["sweeps/repeat-study/final-t0-s0.npz", "sweeps/sr-study/final-t0-s0.npz"]
+    )
+    fresh = tmp_path / "fresh"
+    assert unpack(archive, str(fresh / "results.db"), fresh / "cite") == 7
+    for model in ("repeat", "sr"):
+        restored = np.load(
+            fresh / "cite" / "sweeps" / f"{model}-study" / "final-t0-s0" / "test_rr.npy"
+        )
+        original = np.load(Path(runs[model]["run_dir"]) / "test_rr.npy")
+        assert np.allclose(restored, original, rtol=1e-6)  # packed as float32
+    before, after = (
+        _tables(store, tmp_path / "a"),
+        _tables(str(fresh / "results.db"), tmp_path / "b"),
+    )
+    assert before == after and "repeat (tuned)" in next(iter(after.values()))

@@ -37,17 +37,28 @@ def _run_file(result: dict, key: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _place(row: dict) -> Path:
+    """Where a row's run lives under the runs folder, as the sweeps lay it out: a sweep
+    names its trial and final runs within its study (`trial-3`, `final-t3-s0`), so two
+    studies' runs share names and only the study tells them apart."""
+    run_id = row["result"]["run_id"]
+    return Path("sweeps", row["study"], run_id) if row["study"] else Path(run_id)
+
+
 def pack(results: str, out: Path) -> int:
-    """Every row of the store, and its rank files, into `out`; returns the rows packed."""
+    """Every row of the store into `out`, with the rank files of the rows tables show
+    (runs and sweeps' final runs; a trial's would only weigh on git); returns the rows
+    packed."""
     from bench.results import ResultsStore
 
     rows = ResultsStore(results).rows()
     (out / ARRAYS).mkdir(parents=True, exist_ok=True)
+    kept = set()
     with open(out / ROWS, "w") as lines:
         for row in rows:
             result = row["result"]
             arrays = {}
-            for key, name in FILES.items():
+            for key, name in FILES.items() if row["kind"] != "trial" else ():
                 path = _run_file(result, key)
                 if path is not None:
                     values = np.load(path)
@@ -56,12 +67,14 @@ def pack(results: str, out: Path) -> int:
                         values.astype(np.float32) if values.dtype.kind == "f" else values
                     )
             if arrays:
-                np.savez_compressed(out / ARRAYS / f"{result['run_id']}.npz", **arrays)
+                saved = out / ARRAYS / f"{_place(row)}.npz"
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(saved, **arrays)
+                kept.add(saved)
             keep = {k: row[k] for k in ("kind", "study", "trial", "created_at")}
             lines.write(json.dumps({**keep, "result": result}, default=str) + "\n")
-    packed = {row["result"]["run_id"] for row in rows}
-    for stale in (out / ARRAYS).glob("*.npz"):  # a run removed or renamed (`bench rekey`)
-        if stale.stem not in packed:
+    for stale in (out / ARRAYS).rglob("*.npz"):  # a run removed or renamed (`bench rekey`)
+        if stale not in kept:
             stale.unlink()
     return len(rows)
 
@@ -79,9 +92,9 @@ def unpack(archive: Path, results: str, runs_dir: Path) -> int:
         result = row["result"]
         if (result["run_id"], row["kind"], row["study"], row["trial"]) in have:
             continue
-        folder = (runs_dir / result["run_id"]).resolve()
+        folder = (runs_dir / _place(row)).resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        saved = archive / ARRAYS / f"{result['run_id']}.npz"
+        saved = archive / ARRAYS / f"{_place(row)}.npz"
         if saved.exists():
             with np.load(saved) as arrays:
                 for key, name in FILES.items():
