@@ -672,6 +672,30 @@ def _facts_line(t: dict) -> str:
     return "; ".join(parts) + "."
 
 
+SEEDS_WANTED = 3  # seeds a trained model's row should have; fewer is marked
+
+
+def _coverage_line(t: dict) -> str:
+    """What the table still lacks: registered models with no row yet, and trained rows
+    with fewer seeds than wanted, so an incomplete table says so."""
+    from bench.models.registry import list_models
+
+    missing = sorted(set(list_models()) - {e["model"] for e in t["rows"]})
+    few = [
+        f"{e['name']} ({len(e['seeds'])})"
+        for e in t["rows"]
+        if e["mode"] != "fit" and len(e["seeds"]) < SEEDS_WANTED
+    ]
+    if not missing and not few:
+        return f"Every registered model has a row; every trained row has {SEEDS_WANTED} seeds."
+    parts = []
+    if missing:
+        parts.append("Not run yet: " + ", ".join(missing) + ".")
+    if few:
+        parts.append(f"Fewer than {SEEDS_WANTED} seeds so far: " + ", ".join(few) + ".")
+    return " ".join(parts)
+
+
 def _floor_line(t: dict) -> str:
     if not t["floors"]:
         return (
@@ -766,6 +790,8 @@ def write_leaderboards(tables: list[dict], out: str | Path) -> list[Path]:
             "",
             _floor_line(t),
             "",
+            _coverage_line(t),
+            "",
             f"Significance: {SIGNIFICANCE}. Floors: {FLOOR_RULE}.",
             "",
             "| " + " | ".join(COLUMNS) + " |",
@@ -813,6 +839,8 @@ def render_summary(tables: list[dict]) -> str:
             _facts_line(t),
             "",
             _floor_line(t),
+            "",
+            _coverage_line(t),
             "",
             "| model | " + " | ".join(m.upper() for m in SUMMARY_METRICS) + " | seeds | epochs run "
             "| training | explore NDCG@10 | Δ NDCG@10 vs top | vs floors |",

@@ -38,6 +38,7 @@ from bench.leaderboard import (
     SIGNIFICANCE,
     _budget_cell,
     _cell,
+    _coverage_line,
     _facts_line,
     _floor_line,
     _quantiles,
@@ -306,6 +307,7 @@ def _card(t: dict) -> str:
         item("Test items", f"{test['items']:,} distinct items among the test examples")
     item("Footing", html.escape(_facts_line(t)))
     item("Floors", html.escape(_floor_line(t)))
+    item("Coverage", html.escape(_coverage_line(t)))
     item("Runs", html.escape(_runs_line(t)))
     return (
         f'<dl class="card" data-protocol="{html.escape(t["protocol"])}" '

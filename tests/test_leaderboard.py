@@ -17,6 +17,7 @@ from bench.leaderboard import (
     resample_means,
     write_leaderboards,
 )
+from bench.models.registry import list_models
 from bench.results import ResultsStore
 
 torch.set_num_threads(1)
@@ -259,6 +260,11 @@ def test_summary_lists_every_board_with_seeds_epochs_and_footing(store, tmp_path
     assert "Floors present: pop. Beat every floor with significance: sasrec." in summary
     # the synthetic table holds no floor: nothing there is shown to be learned
     assert "No floor model (pop, repeat, sr) in this table" in summary
+    # an incomplete table says what it lacks: models never run, trained rows short of seeds
+    others = sorted(set(list_models()) - {"pop", "sasrec"})
+    assert f"Not run yet: {', '.join(others)}.\n" in summary
+    gru_table = summary[summary.index("taobao-synth") :]
+    assert "Fewer than 3 seeds so far: gru4rec (1)." in gru_table
 
 
 def test_paired_bootstrap_sees_no_difference_between_equal_models():
