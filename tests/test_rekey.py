@@ -59,12 +59,19 @@ def test_a_run_made_before_moves_to_its_id_now_and_again_changes_nothing(finishe
     # a run stopped before it finished never recorded what it was built with
     stopped = runs / f"{old_id[:-8]}00000000"
     shutil.copytree(old_dir, stopped, ignore=shutil.ignore_patterns("result.json"))
+    # nor did a result written before results carried their hyperparameters
+    older = runs / f"{old_id[:-8]}11111111"
+    shutil.copytree(old_dir, older)
+    result = json.loads((older / "result.json").read_text())
+    del result["hyperparameters"]
+    (older / "result.json").write_text(json.dumps(result))
 
     report = rekey(runs, tmp_path / "r.db")
     assert report.moved == [(old_id, finished["run_id"])]
     assert report.rows == 1 and report.rewritten == [str(trial)]
     assert report.left == [
-        (str(stopped), "unfinished: the hyperparameters it was built with are unknown")
+        (str(stopped), "unfinished: the hyperparameters it was built with are unknown"),
+        (str(older), "its result.json records no hyperparameters"),
     ]
     moved = runs / finished["run_id"]
     assert not old_dir.exists() and moved.is_dir()
@@ -81,8 +88,9 @@ def test_a_run_made_before_moves_to_its_id_now_and_again_changes_nothing(finishe
         app, ["rekey", "--runs-dir", str(runs), "--results", str(tmp_path / "r.db")]
     )
     assert again.exit_code == 0, again.output
-    assert "0 runs renamed (0 results rows), 0 identities completed in place, 2 current" in (
-        " ".join(again.output.split())
+    assert (
+        "0 runs renamed (0 results rows), 0 identities completed in place, 2 current, 2 left"
+        in (" ".join(again.output.split()))
     )
     assert [r["run_id"] for r in store.rows()] == [finished["run_id"]]
 

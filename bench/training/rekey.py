@@ -73,10 +73,12 @@ def rekey(runs_dir: str | Path, results: str | Path | None = None) -> Rekeyed:
         if result is None or not isinstance(result.get("hyperparameters"), dict):
             if _complete(found):
                 report.current += 1
-            else:
+            elif result is None:
                 report.left.append(
                     (str(folder), "unfinished: the hyperparameters it was built with are unknown")
                 )
+            else:
+                report.left.append((str(folder), "its result.json records no hyperparameters"))
             continue
         wanted = _completed(found, result["hyperparameters"])
         if wanted == found:
