@@ -272,7 +272,31 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
             option="--study",
             hint="choose another --study name, or run the sweep it was made for",
         )
+    _check_settings_of(study, opts, protocol)
     return study
+
+
+def _check_settings_of(study: optuna.Study, opts: SweepOptions, protocol: str) -> None:
+    """A study's trials are comparable only under one set of shared run settings (epochs,
+    batch, training mode, protocol parameters...): the first sweep records them, and a
+    continuation with others is refused, never mixed in. Studies made before they were
+    recorded adopt the settings of their next continuation."""
+    from bench.training.run import differences, identity
+
+    settings = identity(opts.run, protocol)
+    for searched in ("params", "lr"):  # what the trials themselves choose
+        settings.pop(searched, None)
+    recorded = study.user_attrs.get("run_settings")
+    if recorded is None:
+        study.set_user_attr("run_settings", settings)
+    elif recorded != settings:
+        raise ConfigError(
+            f"study {study.study_name!r} was made with other run settings ("
+            + "; ".join(differences(recorded, settings))
+            + ")",
+            option="--study",
+            hint="continue it with the settings it was made with, or choose another --study name",
+        )
 
 
 def _probe_trial() -> optuna.trial.Trial:

@@ -580,6 +580,19 @@ def test_bad_sweep_input_is_a_clear_error_and_loses_nothing(
     assert _snapshot(stored) == before
 
 
+def test_a_study_continued_with_other_run_settings_is_refused(planted, stored):
+    """Trials of one study must share their run settings: continuing `kept` (1 epoch a
+    trial) with 2 epochs a trial would rank trials that trained differently."""
+    before = _snapshot(stored)
+    args = _cli_args(planted, stored, "pop", study="kept", trials=3)
+    args[args.index("max_epochs=1")] = "max_epochs=2"
+    out = CliRunner().invoke(app, args)
+    _assert_user_error(
+        out, "study 'kept' was made with other run settings", "max_epochs: 1 -> 2", "--study"
+    )
+    assert _snapshot(stored) == before
+
+
 def _suggests_unknown(trial):
     return {"bogus": trial.suggest_int("bogus", 1, 3)}
 
