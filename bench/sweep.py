@@ -758,7 +758,7 @@ def sweep(opts: SweepOptions) -> dict:
     extra = {"lr": best.params["lr"]} if "lr" in best.params else {}
     runs_dir = Path(opts.run.runs_dir) / "sweeps" / study.study_name
     existing = {
-        (r["seed"], r["result"].get("best_trial"))
+        (r["seed"], r["result"].get("best_trial")): r
         for r in store.rows(dataset=opts.dataset, kind="final")
         if r["study"] == study.study_name
     }
@@ -766,8 +766,9 @@ def sweep(opts: SweepOptions) -> dict:
 
     finals = []
     for seed in range(opts.seeds):
-        if (seed, best.number) in existing:
-            continue  # a re-run continues: finished final runs are not repeated
+        if (seed, best.number) in existing:  # a re-run continues: not repeated, but the
+            _record_budget(store, existing[seed, best.number], budget)  # spend is the study's
+            continue
         config = _run_config(
             opts,
             params=params,
@@ -815,6 +816,23 @@ def sweep(opts: SweepOptions) -> dict:
         "finals": finals,
         "wandb_dir": wandb_dir,
     }
+
+
+def _record_budget(store: ResultsStore, row: dict, budget: dict) -> None:
+    """Give a final run its study's budget as spent now: a continued study that found no
+    better trial keeps its final runs, and a table must not show the spend of the first
+    sweep as the whole of it."""
+
+    def spend(b: dict | None) -> dict:  # the study's, not this invocation's wall time
+        return {k: v for k, v in (b or {}).items() if k != "search_wall_seconds"}
+
+    if spend(row["result"].get("budget")) == spend(budget):
+        return
+    result = row["result"] | {"budget": budget}
+    store.add(result, kind="final", study=row["study"], trial=row["trial"])
+    saved = Path(result.get("run_dir") or "") / "result.json"
+    if result.get("run_dir") and saved.is_file():
+        saved.write_text(json.dumps(json.loads(saved.read_text()) | {"budget": budget}, indent=2))
 
 
 def automl(

@@ -6,6 +6,7 @@ planted data set so a trial takes seconds."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -361,6 +363,26 @@ def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_continued_study_without_a_better_trial_keeps_its_final_runs_at_the_new_spend(
+    planted, tmp_path
+):
+    """pop has nothing to tune, so its best trial stays trial 0: continuing the study to
+    more trials keeps the final run, and its row (and result.json) show the spend now."""
+    first = _cli_args(planted, tmp_path, "pop", study="pop-more", trials=2)
+    assert CliRunner().invoke(app, first).exit_code == 0
+    (final,) = ResultsStore(tmp_path / "results.db").rows(kind="final")
+    assert final["result"]["budget"]["trials"] == 2
+    more = _cli_args(planted, tmp_path, "pop", study="pop-more", trials=4)
+    out = CliRunner().invoke(app, more)
+    assert out.exit_code == 0, out.output
+    (kept,) = ResultsStore(tmp_path / "results.db").rows(kind="final")
+    assert kept["result"]["finished_at"] == final["result"]["finished_at"]  # not re-run
+    assert kept["result"]["budget"]["trials"] == 4
+    assert kept["result"]["budget"]["requested_trials"] == 4
+    saved = json.loads((Path(kept["result"]["run_dir"]) / "result.json").read_text())
+    assert saved["budget"] == kept["result"]["budget"]
+
+
 def test_lightning_callback_prunes_a_trial_worse_than_the_median(planted, tmp_path):
     """optuna-integration's Lightning callback reports every epoch's validation metric;
     a trial below the median of finished trials at epoch 1 is pruned and writes no row."""
