@@ -716,8 +716,9 @@ def _tuned_lines(t: dict) -> list[str]:
         "",
         "## Tuned rows",
         "",
-        "Each model was tuned on the same budget (trials and CPU seconds, whichever ended "
-        "first; median pruning on validation NDCG@10 per epoch); its best trial on validation "
+        "Each model was tuned on the same budget: trials, CPU seconds or convergence (a run "
+        "of trials without a better validation score), whichever ended the search first, "
+        "with median pruning on validation NDCG@10 per epoch; its best trial on validation "
         "was re-run with the seeds shown. Default rows keep each model's defaults.",
         "",
     ]
