@@ -299,6 +299,28 @@ def _check_settings_of(study: optuna.Study, opts: SweepOptions, protocol: str) -
         )
 
 
+def _check_data_of(study: optuna.Study, opts: SweepOptions) -> None:
+    """Trials are comparable only on one artifact: the first sweep records its protocol
+    hash and raw-data fingerprint, and a continuation on other files or another protocol
+    version is refused (its trials would be ranked with the others)."""
+    from bench.datasets.artifact import read_meta
+    from bench.training.run import data_fingerprint, differences, prepare_for
+
+    meta = read_meta(prepare_for(opts.run))  # prepared just before: a cache hit
+    data = {"protocol_hash": meta["hash"], "data": data_fingerprint(meta)}
+    recorded = study.user_attrs.get("data")
+    if recorded is None:
+        study.set_user_attr("data", data)
+    elif recorded != data:
+        raise ConfigError(
+            f"study {study.study_name!r} was made on other data or another protocol version ("
+            + "; ".join(differences(recorded, data))
+            + ")",
+            option="--study",
+            hint="continue it on the files it was made on, or choose another --study name",
+        )
+
+
 def _probe_trial() -> optuna.trial.Trial:
     """A trial of a throwaway in-memory study, to sample a search space without a sweep
     (and without Optuna announcing the study)."""
@@ -726,6 +748,7 @@ def sweep(opts: SweepOptions) -> dict:
     store = ResultsStore(results_url(opts))
     study = open_study(opts, storage)  # a study made for another sweep is refused here
     opts = prepare_data(opts)  # built once, not by every worker at the same time
+    _check_data_of(study, opts)
     started = time.perf_counter()
     if opts.progress:
         with SweepProgress(study, opts):

@@ -615,6 +615,19 @@ def test_a_study_continued_with_other_run_settings_is_refused(planted, stored):
     assert _snapshot(stored) == before
 
 
+def test_a_study_continued_on_other_data_is_refused(planted, stored, tmp_path):
+    """The same settings on a file with other contents are another artifact: continuing
+    `kept` there would rank trials trained on different data together."""
+    before = _snapshot(stored)
+    other = write_planted(tmp_path / "other", seed=11)  # same name, other sequences
+    args = _cli_args(planted, stored, "pop", study="kept", trials=3)
+    args[args.index("--data-dir") + 1] = str(other)
+    args[args.index("--cache-dir") + 1] = str(other / "cache")
+    out = CliRunner().invoke(app, args)
+    _assert_user_error(out, "study 'kept' was made on other data", "data: ", "--study")
+    assert _snapshot(stored) == before
+
+
 def _suggests_unknown(trial):
     return {"bogus": trial.suggest_int("bogus", 1, 3)}
 
