@@ -365,5 +365,5 @@ def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
     assert board["run"]["job_type"] == "leaderboard"
     table = _table_file(board_dir, "leaderboard-custom-user-loo-any")
     assert table["columns"] == COLUMNS
-    assert [row[0] for row in table["data"]] == ["pop"]
-    assert table["data"][0][COLUMNS.index("budget")].startswith("2 trials")
+    assert [row[0] for row in table["data"]] == ["pop (tuned)"]  # the sweep's final runs
+    assert table["data"][0][COLUMNS.index("budget")].startswith("2 of 2 trials")
