@@ -281,22 +281,18 @@ def _check_settings_of(study: optuna.Study, opts: SweepOptions, protocol: str) -
     batch, training mode, protocol parameters...): the first sweep records them, and a
     continuation with others is refused, never mixed in. Studies made before they were
     recorded adopt the settings of their next continuation."""
-    from bench.training.run import differences, identity
+    from bench.training.run import identity
 
     settings = identity(opts.run, protocol)
     for searched in ("params", "lr"):  # what the trials themselves choose
         settings.pop(searched, None)
-    recorded = study.user_attrs.get("run_settings")
-    if recorded is None:
-        study.set_user_attr("run_settings", settings)
-    elif recorded != settings:
-        raise ConfigError(
-            f"study {study.study_name!r} was made with other run settings ("
-            + "; ".join(differences(recorded, settings))
-            + ")",
-            option="--study",
-            hint="continue it with the settings it was made with, or choose another --study name",
-        )
+    _record_or_refuse(
+        study,
+        "run_settings",
+        settings,
+        "with other run settings",
+        "continue it with the settings it was made with, or choose another --study name",
+    )
 
 
 def _check_data_of(study: optuna.Study, opts: SweepOptions) -> None:
@@ -304,20 +300,34 @@ def _check_data_of(study: optuna.Study, opts: SweepOptions) -> None:
     hash and raw-data fingerprint, and a continuation on other files or another protocol
     version is refused (its trials would be ranked with the others)."""
     from bench.datasets.artifact import read_meta
-    from bench.training.run import data_fingerprint, differences, prepare_for
+    from bench.training.run import data_fingerprint, prepare_for
 
     meta = read_meta(prepare_for(opts.run))  # prepared just before: a cache hit
     data = {"protocol_hash": meta["hash"], "data": data_fingerprint(meta)}
-    recorded = study.user_attrs.get("data")
+    _record_or_refuse(
+        study,
+        "data",
+        data,
+        "on other data or another protocol version",
+        "continue it on the files it was made on, or choose another --study name",
+    )
+
+
+def _record_or_refuse(study: optuna.Study, key: str, value: dict, made: str, hint: str) -> None:
+    """Record `value` on a new study; refuse a continuation whose `value` differs, naming
+    each difference."""
+    from bench.training.run import differences
+
+    recorded = study.user_attrs.get(key)
     if recorded is None:
-        study.set_user_attr("data", data)
-    elif recorded != data:
+        study.set_user_attr(key, value)
+    elif recorded != value:
         raise ConfigError(
-            f"study {study.study_name!r} was made on other data or another protocol version ("
-            + "; ".join(differences(recorded, data))
+            f"study {study.study_name!r} was made {made} ("
+            + "; ".join(differences(recorded, value))
             + ")",
             option="--study",
-            hint="continue it on the files it was made on, or choose another --study name",
+            hint=hint,
         )
 
 
