@@ -39,7 +39,7 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def _complete(found: dict) -> bool:
+def _names_every_hyperparameter(found: dict) -> bool:
     """Whether an identity names every hyperparameter its model has today."""
     try:
         names = {f.name for f in dataclasses.fields(get_model_class(found["model"]).Config)}
@@ -48,7 +48,7 @@ def _complete(found: dict) -> bool:
     return names <= set(found.get("params") or {})
 
 
-def _completed(found: dict, hyperparameters: dict) -> dict:
+def _with_hyperparameters(found: dict, hyperparameters: dict) -> dict:
     return json.loads(json.dumps({**found, "params": hyperparameters}, sort_keys=True, default=str))
 
 
@@ -71,7 +71,7 @@ def rekey(runs_dir: str | Path, results: str | Path | None = None) -> Rekeyed:
             report.left.append((str(folder), "its identity.json cannot be read"))
             continue
         if result is None or not isinstance(result.get("hyperparameters"), dict):
-            if _complete(found):
+            if _names_every_hyperparameter(found):
                 report.current += 1
             elif result is None:
                 report.left.append(
@@ -80,7 +80,7 @@ def rekey(runs_dir: str | Path, results: str | Path | None = None) -> Rekeyed:
             else:
                 report.left.append((str(folder), "its result.json records no hyperparameters"))
             continue
-        wanted = _completed(found, result["hyperparameters"])
+        wanted = _with_hyperparameters(found, result["hyperparameters"])
         if wanted == found:
             report.current += 1
             continue
