@@ -114,6 +114,40 @@ def test_a_changed_model_default_is_another_run(monkeypatch):
     assert run_id_for(explicit, "user-loo") == before  # an explicit value keeps its run
 
 
+def test_auto_on_a_gpu_machine_is_another_run_than_on_a_cpu(monkeypatch):
+    """`--accelerator auto` trains in 32 bits on a CPU and in bf16 on a GPU: one id for
+    both let a CPU campaign skip (or resume) a GPU run as its own. The id holds what the
+    machine resolves; a CPU run keeps the id it always had, whatever it was spelled."""
+    import torch
+
+    where = ("user-loo", "h", "d")
+    auto = RunConfig(model="gru4rec", dataset="ml-100k")
+    on_cpu = run_id_for(auto, *where)
+    assert on_cpu == run_id_for(
+        RunConfig(model="gru4rec", dataset="ml-100k", accelerator="cpu"), *where
+    )
+    assert on_cpu == run_id_for(
+        RunConfig(model="gru4rec", dataset="ml-100k", precision="32-true"), *where
+    )
+    cpu_bf16 = RunConfig(model="gru4rec", dataset="ml-100k", precision="bf16-mixed")
+    assert run_id_for(cpu_bf16, *where) != on_cpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_gpu = run_id_for(auto, *where)
+    assert on_gpu != on_cpu
+    assert identity(auto, *where)["accelerator"] == "gpu"
+    assert identity(auto, *where)["precision"] == "bf16-mixed"
+    assert on_gpu == run_id_for(
+        RunConfig(model="gru4rec", dataset="ml-100k", accelerator="gpu"), *where
+    )
+    fp32 = RunConfig(model="gru4rec", dataset="ml-100k", precision="32-true")
+    assert run_id_for(fp32, *where) not in (on_gpu, on_cpu)
+    assert (
+        run_id_for(RunConfig(model="gru4rec", dataset="ml-100k", accelerator="cpu"), *where)
+        == on_cpu
+    )
+
+
 def test_a_field_without_an_identity_role_is_refused():
     class Grown(RunConfig):
         new_knob: int = 3

@@ -51,6 +51,7 @@ def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: st
     is a new run, never a resume of (or a skip over) a run made with the old one."""
     payload = config.model_dump(exclude=set(NOT_IN_ID))
     payload["params"] = dataclasses.asdict(build_config(config.model, config.params))
+    payload.update(_compute(config))
     for key, default in LATER_DEFAULTS.items():
         if key in payload and payload[key] == default:
             del payload[key]
@@ -60,6 +61,28 @@ def identity(config: RunConfig, protocol: str, protocol_hash: str = "", data: st
     if data:
         payload["data"] = data
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+def uses_gpu(config: RunConfig) -> bool:
+    """Whether the run trains on a CUDA GPU: asked for, or `auto` on a machine with one."""
+    return config.accelerator in ("gpu", "cuda") or (
+        config.accelerator == "auto" and torch.cuda.is_available()
+    )
+
+
+def precision_of(config: RunConfig) -> str:
+    return config.precision or ("bf16-mixed" if uses_gpu(config) else "32-true")
+
+
+def _compute(config: RunConfig) -> dict:
+    """The accelerator and precision a run computes with, resolved on this machine: `auto`
+    is the CPU on one machine and a GPU in bf16 on another, which are different runs.
+    CPU in 32 bits keeps the spelling run ids had before (auto, default precision)."""
+    if uses_gpu(config):
+        return {"accelerator": "gpu", "precision": precision_of(config)}
+    if config.accelerator in ("auto", "cpu") and precision_of(config) in ("32-true", "32"):
+        return {"accelerator": "auto", "precision": None}
+    return {"accelerator": config.accelerator, "precision": config.precision}
 
 
 def prepare_for(config: RunConfig, *, progress: bool = False) -> Path:
@@ -633,9 +656,7 @@ def _train_neural(
     )
     monitor = f"val/{config.monitor}"
     checkpoint, latest, stopping = _callbacks(ckpt_dir, monitor, config.patience)
-    gpu = config.accelerator in ("gpu", "cuda") or (
-        config.accelerator == "auto" and torch.cuda.is_available()
-    )
+    gpu = uses_gpu(config)
     shown = _progress_callbacks(progress, monitor, config.max_epochs)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
@@ -643,7 +664,7 @@ def _train_neural(
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
-        precision=config.precision or ("bf16-mixed" if gpu else "32-true"),
+        precision=precision_of(config),
         callbacks=[checkpoint, latest, stopping, *shown, *extra_callbacks],
         logger=logger if logger else False,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in shown),

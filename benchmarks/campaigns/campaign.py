@@ -49,6 +49,8 @@ def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
         "max_time": args.max_time,
         "batch_size": args.batch_size,
         "threads": 1,
+        "accelerator": args.accelerator,
+        "precision": args.precision,
         "runs_dir": args.runs_dir,
         "cache_dir": args.cache_dir,
         "lr": args.lr,
@@ -69,6 +71,35 @@ def planned_run_id(config) -> str:
     return run_id_for(config, meta["protocol"], meta["hash"], data_fingerprint(meta))
 
 
+def record_finished(run_dir: Path, results: str) -> dict:
+    """Record a finished run folder's result.json in the results store, as it sits now."""
+    from bench.results import ResultsStore
+
+    result = json.loads((run_dir / "result.json").read_text())
+    result |= {"run_dir": str(run_dir.resolve())}
+    ResultsStore(results).add(result, kind="run")
+    return result
+
+
+def adopt(source: Path, runs_dir: str, results: str) -> int:
+    """Bring runs trained on another machine (a lent GPU, say) into this campaign: copy
+    each finished run folder of `source` that `runs_dir` lacks, without its checkpoints,
+    and record it. Unfinished folders are left behind; their runs are still to do here."""
+    import shutil
+
+    count = 0
+    for folder in sorted(p for p in source.iterdir() if (p / "result.json").is_file()):
+        target = Path(runs_dir) / folder.name
+        if not target.exists():
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
+        result = record_finished(target, results)
+        t = result["metrics"]["test"]
+        print(f"adopted {folder.name}: ndcg@10 {t['ndcg@10']:.4f}", flush=True)
+        count += 1
+    print(f"{count} finished runs adopted from {source} into {results}", flush=True)
+    return 0
+
+
 def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> dict:
     """Train, test and record one run. A run stopped earlier (a session ended, a kill)
     resumes from its last epoch's checkpoint, so a run longer than a session still ends;
@@ -80,10 +111,7 @@ def one_run(args: argparse.Namespace, dataset: str, model: str, seed: int) -> di
     run_dir = Path(config.runs_dir) / planned_run_id(config)
     finished = run_dir / "result.json"
     if finished.exists():  # finished by another process after this campaign planned
-        from bench.results import ResultsStore
-
-        result = json.loads(finished.read_text()) | {"run_dir": str(run_dir.resolve())}
-        ResultsStore(args.results).add(result, kind="run")
+        result = record_finished(run_dir, args.results)
         print(f"{dataset} {model} seed {seed}: finished meanwhile, recorded", file=sys.stderr)
         return result
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -145,6 +173,16 @@ def parser() -> argparse.ArgumentParser:
         default="prefixes",
         help="sequences: whole windows for the models that allow it, prefixes for the rest",
     )
+    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument(
+        "--precision", default=None, help="default: bf16-mixed on a GPU, 32-true on a CPU"
+    )
+    p.add_argument(
+        "--adopt",
+        type=Path,
+        metavar="DIR",
+        help="record the finished runs of DIR (trained elsewhere) in --results, then stop",
+    )
     p.add_argument("--results", default="runs/campaign.db")
     p.add_argument("--runs-dir", default="runs/campaign")
     p.add_argument("--cache-dir", default=None, help="artifact cache (default: bench's)")
@@ -186,6 +224,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(json.dumps(summary | {"seconds": result["train_seconds"]}))
         return 0
 
+    if args.adopt:
+        return adopt(args.adopt, args.runs_dir, args.results)
     from bench.leaderboard import build_tables, write_leaderboards
     from bench.models import list_models
     from bench.results import ResultsStore
