@@ -44,6 +44,10 @@ def versions() -> dict:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    if out["bench"] is None:  # run from a source tree that was never installed
+        from bench import __version__
+
+        out["bench"] = __version__
     return out
 
 

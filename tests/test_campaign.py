@@ -68,6 +68,40 @@ def test_second_invocation_runs_nothing_and_variants_are_new_runs(tmp_path):
     assert "would run ml-100k pop 0" in out and "would run ml-100k pop 1" in out
 
 
+def test_runs_made_on_another_machine_are_adopted_and_then_skipped(tmp_path):
+    """A GPU machine runs part of a campaign into its own folder; --adopt brings its
+    finished runs here (without checkpoints), records them where they now sit, and the
+    campaign here then skips them. An unfinished folder stays behind."""
+    args = ["--datasets", "ml-100k", "--models", "pop", "--seeds", "0", "--cache-dir", "cache"]
+    elsewhere = tmp_path / "gpu"
+    elsewhere.mkdir()
+    made = campaign(
+        [*args, "--results", "g.db", "--runs-dir", "runs", "--leaderboards", "b"], elsewhere
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    (finished,) = [p.parent for p in (elsewhere / "runs").glob("*/result.json")]
+    (finished / "checkpoints").mkdir()
+    (finished / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)
+    (elsewhere / "runs" / "sasrec-ml-100k-user-loo-s0-0000000f").mkdir()  # stopped early
+
+    here = ["--results", "c.db", "--runs-dir", "runs"]
+    adopted = campaign([*here, "--adopt", str(elsewhere / "runs")], tmp_path)
+    assert adopted.returncode == 0, adopted.stderr[-3000:]
+    assert "1 finished runs adopted" in adopted.stdout
+    assert [p.parent.name for p in (tmp_path / "runs").glob("*/identity.json")] == [finished.name]
+    assert not (tmp_path / "runs" / finished.name / "checkpoints").exists()
+    (row,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
+    assert row["run_id"] == finished.name
+    assert row["result"]["run_dir"] == str((tmp_path / "runs" / finished.name).resolve())
+    (table,) = build_tables(ResultsStore(tmp_path / "c.db"))  # its ranks read from here
+    assert table["rows"][0]["gains"].mean() == pytest.approx(table["rows"][0]["mean"]["ndcg@10"])
+
+    again = campaign([*here, "--adopt", str(elsewhere / "runs")], tmp_path)
+    assert again.returncode == 0 and len(ResultsStore(tmp_path / "c.db").rows()) == 1
+    planned = campaign([*args, *here, "--dry-run"], tmp_path)
+    assert "0 runs to do, 1 already in c.db" in planned.stdout, planned.stdout
+
+
 def test_protocol_set_rejects_a_pair_without_a_value(tmp_path):
     """Values are typed by bench's `key=value` reader (tests/test_cli_data.py); a pair
     without one is a clear error naming the option, before any data is read."""
