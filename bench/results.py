@@ -68,8 +68,7 @@ def engine_for(url: str | Path | None = None) -> sa.Engine:
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     try:
-        with engine.begin() as conn:
-            _meta.create_all(conn, checkfirst=True)
+        _create_tables(engine)
     except sa.exc.DatabaseError as err:  # OperationalError too: a server that is not there
         reason = str(err.orig).strip().splitlines()[0]
         not_sqlite = "not a database" in reason or "file is encrypted" in reason
@@ -81,6 +80,20 @@ def engine_for(url: str | Path | None = None) -> sa.Engine:
             else "check that the database server runs and the URL is right",
         ) from None
     return engine
+
+
+def _create_tables(engine: sa.Engine) -> None:
+    """Create the tables a new store lacks. Processes opening one new store at once (a
+    campaign's workers) race between looking and creating: the loser's CREATE fails with
+    "already exists", and looking again then finds the table."""
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                _meta.create_all(conn, checkfirst=True)
+            return
+        except sa.exc.DatabaseError as err:
+            if "already exists" not in str(err.orig) or attempt == 2:
+                raise
 
 
 class ResultsStore:

@@ -47,6 +47,34 @@ def test_four_processes_writing_at_once_lose_nothing(tmp_path):
     assert len({(r["run_id"], r["trial"]) for r in rows}) == 100
 
 
+def test_a_store_another_process_creates_meanwhile_opens(tmp_path, monkeypatch):
+    """Three campaigns opening one new store at once on a GPU machine: one looked, found
+    no table, and its CREATE then failed because another had made it meanwhile
+    ("table results already exists"). Here the other process wins the same race."""
+    import sqlalchemy as sa
+
+    import bench.results as results
+
+    path = tmp_path / "new.db"
+    real = results._meta.create_all
+    calls = []
+
+    def lose_the_race(conn, checkfirst=True):
+        calls.append(checkfirst)
+        if len(calls) == 1:  # another process creates the tables after this one looked
+            other = sa.create_engine(f"sqlite:///{path}")
+            with other.begin() as c:
+                real(c)
+            other.dispose()
+            return real(conn, checkfirst=False)
+        return real(conn, checkfirst=checkfirst)
+
+    monkeypatch.setattr(results._meta, "create_all", lose_the_race)
+    store = ResultsStore(path)
+    store.add(_result("r1"))
+    assert len(calls) == 2 and [r["run_id"] for r in store.rows()] == ["r1"]
+
+
 def test_writing_the_same_run_twice_keeps_one_row(tmp_path):
     store = ResultsStore(tmp_path / "r.db")
     store.add(_result("a"), kind="run")
