@@ -5,8 +5,10 @@
 #
 #   BENCH_DATA_DIR=../shared/data benchmarks/campaigns/gpu_campaign.sh OUT [SECONDS]
 #
-# Runs end after SECONDS (default 420): an unfinished run keeps its checkpoint in
-# $GPU_WORK/runs and continues when the script runs again there. The finished run folders,
+# Runs the published campaign holds (leaderboards/campaign) are skipped, so a later GPU
+# session goes on where the last one stopped. Runs end after SECONDS (default 420): an
+# unfinished run keeps its checkpoint in $GPU_WORK/runs and continues when the script runs
+# again on the same machine. The finished run folders of this call,
 # without checkpoints, are packed into OUT/runs.tar.gz; bring them into a campaign's store
 # with `python -m benchmarks.campaigns.campaign --adopt DIR --runs-dir ... --results ...`.
 # Settings are those of the CPU campaign (leaderboards/README.md); ACCELERATOR=cpu and
@@ -24,6 +26,10 @@ PREFIX=stamp,srgnn,gcsan,gnn_lstm
 COMMON=(--seeds 0,1,2 --training sequences --batch-size 256 --lr 0.002 --parallel "$PARALLEL"
   --accelerator "${ACCELERATOR:-gpu}" --precision 32-true --results "$WORK/store.db"
   --runs-dir "$WORK/runs" --cache-dir "$WORK/cache" --leaderboards "$WORK/boards")
+
+# the store starts with every row published so far: those runs are skipped
+"$PYTHON" -m benchmarks.campaigns.campaign_archive unpack --archive leaderboards/campaign \
+  --results "$WORK/store.db" --runs-dir "$WORK/published" >/dev/null || exit 1
 
 campaign() {  # data set, log name, then its own options
   local dataset=$1 log=$2
