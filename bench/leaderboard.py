@@ -63,6 +63,15 @@ RUN_DEFAULTS = {
 }
 
 
+def trained_on_gpu(result: dict) -> str | None:
+    """The GPU a run trained on, or None: its seconds are not CPU seconds, and a table
+    that compares costs says so. A run on a GPU machine used the GPU unless it asked for
+    the CPU; a fitted model trains on nothing."""
+    gpu = (result.get("hardware") or {}).get("gpu")
+    asked = (result.get("run_config") or {}).get("accelerator", "auto")
+    return gpu if gpu and asked != "cpu" and result.get("epochs") else None
+
+
 def _config_key(result: dict) -> str:
     ignored = PLACEMENT_KEYS | (TRAINING_KEYS if result.get("epochs") == 0 else set())
     given = {**RUN_DEFAULTS, **result.get("run_config", {})}
@@ -315,6 +324,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "budget": budget,
         "parameters": results[0].get("parameters", 0),
         "hardware": results[0].get("hardware", {}),
+        "gpu": trained_on_gpu(results[0]),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
         "training": _training(results[0], epochs),

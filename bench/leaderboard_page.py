@@ -492,6 +492,7 @@ def accuracy_plot(t: dict, prefix: str) -> str:
             )
             status = e.get("floor")
             colour = STATUS_COLOURS.get(status, "#2b6cb0")
+            on_gpu = bool(e.get("gpu"))  # its seconds are a GPU's: drawn hollow, named
             label = STATUS_LABELS.get(status) if status not in seen else None
             seen.add(status)
             bars = ax.errorbar(
@@ -502,6 +503,7 @@ def accuracy_plot(t: dict, prefix: str) -> str:
                 fmt="o",
                 color=colour,
                 ecolor=colour,
+                markerfacecolor="white" if on_gpu else colour,
                 elinewidth=1.2,
                 capsize=3,
                 markersize=6,
@@ -511,8 +513,13 @@ def accuracy_plot(t: dict, prefix: str) -> str:
             for i, collection in enumerate(bars.lines[2]):
                 kind = "errorbar" if i == len(bars.lines[2]) - 1 else "costbar"
                 collection.set_gid(_gid(prefix, kind, e["name"]))
-            texts.append(_label(ax, e["name"], (x, y), "#1a202c"))
-        ax.set_xlabel("training time per seed, wall-clock seconds (log scale)")
+            name = f"{e['name']} (GPU)" if on_gpu else e["name"]
+            texts.append(_label(ax, name, (x, y), "#1a202c"))
+        gpus = sorted({e["gpu"] for e in rows if e.get("gpu")})
+        ax.set_xlabel(
+            "training time per seed, wall-clock seconds (log scale)"
+            + (f"; hollow: trained on {', '.join(gpus)}, not this CPU" if gpus else "")
+        )
         ax.set_ylabel(f"test {PRIMARY.upper()} (95% interval)")
         ax.set_title(f"accuracy against training cost: {t['dataset']}, {t['protocol']}", loc="left")
         ax.legend(loc="lower right", fontsize=8, frameon=False)

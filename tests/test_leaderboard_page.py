@@ -334,6 +334,40 @@ def test_error_bars_span_each_rows_interval(site):
     assert cost[1] == pytest.approx(cost[3]) and abs(cost[2] - cost[0]) > 1
 
 
+def test_rows_trained_on_a_gpu_are_marked_in_the_cost_plot(tmp_path):
+    """Seconds on a GPU are not seconds of this CPU: such a row is drawn hollow, named
+    "(GPU)", and the axis names the card. A run that asked for the CPU on a GPU machine
+    and a fitted model are not GPU rows."""
+    from bench.leaderboard import trained_on_gpu
+
+    store = ResultsStore(tmp_path / "results.db")
+    h200 = {"cpu": "test cpu", "torch_threads": 1, "gpu": "NVIDIA H200", "gpus": 1}
+    gpu_config = {"lr": 0.001, "training": "sequences", "max_epochs": 5, "accelerator": "gpu"}
+    for seed in range(2):
+        _run(tmp_path, store, "sasrec", seed, 0.6, 8.0, hardware=h200, run_config=gpu_config)
+        _run(tmp_path, store, "gru4rec", seed, 0.4, 600.0)
+    (table,) = build_tables(store)
+    rows = {e["model"]: e for e in table["rows"]}
+    assert rows["sasrec"]["gpu"] == "NVIDIA H200" and rows["gru4rec"]["gpu"] is None
+    on_cpu = {"hardware": h200, "run_config": {"accelerator": "cpu"}, "epochs": 3}
+    assert trained_on_gpu(on_cpu) is None
+    assert trained_on_gpu({"hardware": h200, "run_config": {}, "epochs": 0}) is None
+    assert trained_on_gpu({"hardware": h200, "run_config": {}, "epochs": 3}) == "NVIDIA H200"
+
+    write_leaderboards([table], tmp_path / "site")
+    html = (tmp_path / "site" / "index.html").read_text()
+    (svg, *_) = Dom(html).svgs
+    text = " ".join(svg["texts"])
+    assert "sasrec (GPU)" in text and "gru4rec (GPU)" not in text and "gru4rec" in text
+    assert "hollow: trained on NVIDIA H200" in text
+
+    def marker_fill(model: str) -> str:
+        group = html[html.index(f'id="board0-point-{model}"') :]
+        return re.search(r"fill: ?(#[0-9a-f]{6})", group).group(1)
+
+    assert marker_fill("sasrec") == "#ffffff" and marker_fill("gru4rec") != "#ffffff"
+
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
