@@ -481,8 +481,10 @@ def accuracy_plot(t: dict, prefix: str) -> str:
     rows = [e for e in t["rows"] if not math.isnan(e["mean"][PRIMARY])]
     if not rows:
         return ""
+    from matplotlib.lines import Line2D
+
     with _log_seconds_axes() as (fig, ax):
-        seen, texts = set(), []
+        legend, texts = {}, []  # status -> a filled marker: the legend is about standing
         for e in rows:
             x, x_low, x_high = _cost(e)
             y = e["mean"][PRIMARY]
@@ -493,8 +495,16 @@ def accuracy_plot(t: dict, prefix: str) -> str:
             status = e.get("floor")
             colour = STATUS_COLOURS.get(status, "#2b6cb0")
             on_gpu = bool(e.get("gpu"))  # its seconds are a GPU's: drawn hollow, named
-            label = STATUS_LABELS.get(status) if status not in seen else None
-            seen.add(status)
+            if status not in legend and STATUS_LABELS.get(status):
+                legend[status] = Line2D(
+                    [],
+                    [],
+                    marker="o",
+                    color=colour,
+                    linestyle="none",
+                    markersize=6,
+                    label=STATUS_LABELS.get(status),
+                )
             bars = ax.errorbar(
                 [x],
                 [y],
@@ -507,7 +517,6 @@ def accuracy_plot(t: dict, prefix: str) -> str:
                 elinewidth=1.2,
                 capsize=3,
                 markersize=6,
-                label=label,
             )
             bars.lines[0].set_gid(_gid(prefix, "point", e["name"]))
             for i, collection in enumerate(bars.lines[2]):
@@ -518,11 +527,11 @@ def accuracy_plot(t: dict, prefix: str) -> str:
         gpus = sorted({e["gpu"] for e in rows if e.get("gpu")})
         ax.set_xlabel(
             "training time per seed, wall-clock seconds (log scale)"
-            + (f"; hollow: trained on {', '.join(gpus)}, not this CPU" if gpus else "")
+            + (f"; hollow: on {', '.join(gpus)}" if gpus else "")
         )
         ax.set_ylabel(f"test {PRIMARY.upper()} (95% interval)")
         ax.set_title(f"accuracy against training cost: {t['dataset']}, {t['protocol']}", loc="left")
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        ax.legend(handles=list(legend.values()), loc="lower right", fontsize=8, frameon=False)
         xs = [_cost(e)[1] for e in rows] + [_cost(e)[2] for e in rows]
         return _finish(fig, ax, texts, xs)
 

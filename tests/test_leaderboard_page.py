@@ -359,7 +359,7 @@ def test_rows_trained_on_a_gpu_are_marked_in_the_cost_plot(tmp_path):
     (svg, *_) = Dom(html).svgs
     text = " ".join(svg["texts"])
     assert "sasrec (GPU)" in text and "gru4rec (GPU)" not in text and "gru4rec" in text
-    assert "hollow: trained on NVIDIA H200" in text
+    assert "hollow: on NVIDIA H200" in text
 
     def marker_fill(model: str) -> str:
         group = html[html.index(f'id="board0-point-{model}"') :]
