@@ -20,6 +20,8 @@ WORK=${GPU_WORK:-/tmp/gpu_campaign}
 PARALLEL=${PARALLEL:-5}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT" "$WORK"
+OUT=$(cd "$OUT" && pwd) WORK=$(cd "$WORK" && pwd)
+cd "$(dirname "$0")/../.." || exit 1  # the repository: python -m and the published store
 export WANDB_MODE=offline OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
 SEQUENCE=gru4rec,narm,sasrec,lstm,bert4rec  # whole-window training: cheap per epoch
 PREFIX=stamp,srgnn,gcsan,gnn_lstm
