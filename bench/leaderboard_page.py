@@ -116,21 +116,21 @@ def publish_run_files(tables: list[dict], out: Path) -> None:
     for t in tables:
         for e in t.get("rows", []):
             for result in e.get("runs") or []:
-                run_id = str(result.get("run_id", ""))
-                if not run_id or "/" in run_id or run_id.startswith("."):
+                name = _copy_name(result)
+                if not name:
                     continue
-                wanted.add(run_id)
+                wanted.add(name)
                 folder = _run_folder(result)
                 if (
                     folder is None
                     or not folder.is_dir()
-                    or folder.resolve() == (root / run_id).resolve()
+                    or folder.resolve() == (root / name).resolve()
                 ):
                     continue
                 files = [folder / n for n in ("identity.json", "config.yaml", "result.json")]
                 for path in [*files, *_logs(folder, result)]:
                     if path.is_file() and path.stat().st_size <= COPY_LIMIT:
-                        target = root / run_id / path.relative_to(folder)
+                        target = root / name / path.relative_to(folder)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(path, target)
     if root.is_dir():
@@ -142,9 +142,21 @@ def publish_run_files(tables: list[dict], out: Path) -> None:
                     stale.unlink()
 
 
+def _copy_name(result: dict) -> str | None:
+    """The folder name of a run's published copy: its run id, prefixed by its study for a
+    sweep's final run (every study names its finals final-t<trial>-s<seed>)."""
+    run_id = str(result.get("run_id", ""))
+    study = str(result.get("study") or "")
+    name = f"{study}--{run_id}" if study else run_id
+    if not run_id or "/" in name or name.startswith("."):
+        return None
+    return name
+
+
 def _published(result: dict, page_dir: Path) -> Path | None:
-    copy = page_dir / RUN_COPIES / str(result.get("run_id", ""))
-    return copy if result.get("run_id") and copy.is_dir() else None
+    name = _copy_name(result)
+    copy = page_dir / RUN_COPIES / name if name else None
+    return copy if copy is not None and copy.is_dir() else None
 
 
 def _run_links(e: dict, page_dir: Path) -> str:

@@ -368,6 +368,30 @@ def test_rows_trained_on_a_gpu_are_marked_in_the_cost_plot(tmp_path):
     assert marker_fill("sasrec") == "#ffffff" and marker_fill("gru4rec") != "#ffffff"
 
 
+def test_tuned_rows_of_two_studies_keep_their_own_run_copies(tmp_path):
+    """Every study names its final runs final-t<trial>-s<seed>: two tuned models whose best
+    trials share a number must not publish into one folder (one overwrote the other)."""
+    store = ResultsStore(tmp_path / "results.db")
+    for model, quality in (("sasrec", 0.6), ("gru4rec", 0.4)):
+        study = f"{model}-ml-100k-user-loo-any"
+        for seed in range(2):
+            folder = _run(tmp_path / study, store, model, seed, quality, 10.0)
+            result = json.loads((folder / "result.json").read_text())
+            result |= {"run_id": f"final-t3-s{seed}", "study": study, "best_trial": 3}
+            (folder / "result.json").write_text(json.dumps(result))
+            store.add(result, kind="final", study=study, trial=seed)
+    (table,) = build_tables(store)
+    write_leaderboards([table], tmp_path / "site")
+    copies = tmp_path / "site" / "runs"
+    for model in ("sasrec", "gru4rec"):
+        for seed in range(2):
+            copy = copies / f"{model}-ml-100k-user-loo-any--final-t3-s{seed}" / "result.json"
+            assert json.loads(copy.read_text())["model"] == model
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert 'href="runs/sasrec-ml-100k-user-loo-any--final-t3-s0/result.json"' in html
+    assert 'href="runs/gru4rec-ml-100k-user-loo-any--final-t3-s0/result.json"' in html
+
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
