@@ -83,11 +83,15 @@ def test_runs_made_on_another_machine_are_adopted_and_then_skipped(tmp_path):
     (finished / "checkpoints").mkdir()
     (finished / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)
     (elsewhere / "runs" / "sasrec-ml-100k-user-loo-s0-0000000f").mkdir()  # stopped early
+    broken = elsewhere / "runs" / "narm-ml-100k-user-loo-s0-0000000e"
+    broken.mkdir()
+    (broken / "result.json").write_text('{"run_id": ')  # cut off while copied
 
     here = ["--results", "c.db", "--runs-dir", "runs"]
     adopted = campaign([*here, "--adopt", str(elsewhere / "runs")], tmp_path)
     assert adopted.returncode == 0, adopted.stderr[-3000:]
     assert "1 finished runs adopted" in adopted.stdout
+    assert f"{broken / 'result.json'}: not JSON" in adopted.stderr
     assert [p.parent.name for p in (tmp_path / "runs").glob("*/identity.json")] == [finished.name]
     assert not (tmp_path / "runs" / finished.name / "checkpoints").exists()
     (row,) = ResultsStore(tmp_path / "c.db").rows(kind="run")
@@ -98,6 +102,9 @@ def test_runs_made_on_another_machine_are_adopted_and_then_skipped(tmp_path):
 
     again = campaign([*here, "--adopt", str(elsewhere / "runs")], tmp_path)
     assert again.returncode == 0 and len(ResultsStore(tmp_path / "c.db").rows()) == 1
+    missing = campaign([*here, "--adopt", str(tmp_path / "nowhere")], tmp_path)
+    assert missing.returncode == 2 and "option --adopt:" in missing.stderr
+    assert "Traceback" not in missing.stderr
     planned = campaign([*args, *here, "--dry-run"], tmp_path)
     assert "0 runs to do, 1 already in c.db" in planned.stdout, planned.stdout
 

@@ -12,7 +12,9 @@ A run the results store already holds (same run id: settings, protocol hash and 
 is skipped, so the command can be stopped and started again; `--dry-run` lists what would
 run. `--training sequences` trains the models that allow it (gru4rec, lstm, narm, sasrec,
 bert4rec) on whole windows and the rest on prefixes. `--parallel N` runs N processes, one
-torch thread each.
+torch thread each. `--accelerator gpu --precision 32-true` trains on a GPU (other runs
+than the CPU's: a run id holds the accelerator and precision), and `--adopt DIR` records
+the finished run folders another machine made (`gpu_campaign.sh` packs them).
 """
 
 from __future__ import annotations
@@ -87,8 +89,16 @@ def adopt(source: Path, runs_dir: str, results: str) -> int:
     and record it. Unfinished folders are left behind; their runs are still to do here."""
     import shutil
 
+    if not source.is_dir():
+        print(f"error: option --adopt: {source} is not a folder of run folders", file=sys.stderr)
+        return 2
     count = 0
     for folder in sorted(p for p in source.iterdir() if (p / "result.json").is_file()):
+        try:
+            json.loads((folder / "result.json").read_text())
+        except ValueError as err:
+            print(f"{folder / 'result.json'}: not JSON ({err}); left behind", file=sys.stderr)
+            continue
         target = Path(runs_dir) / folder.name
         if not target.exists():
             shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
