@@ -73,12 +73,13 @@ def planned_run_id(config) -> str:
     return run_id_for(config, meta["protocol"], meta["hash"], data_fingerprint(meta))
 
 
-def record_finished(run_dir: Path, results: str) -> dict:
-    """Record a finished run folder's result.json in the results store, as it sits now."""
+def record_finished(run_dir: Path, results: str, result: dict | None = None) -> dict:
+    """Record a finished run folder's result.json (read here unless given) in the results
+    store, as the folder sits now."""
     from bench.results import ResultsStore
 
-    result = json.loads((run_dir / "result.json").read_text())
-    result |= {"run_dir": str(run_dir.resolve())}
+    result = result or json.loads((run_dir / "result.json").read_text())
+    result = result | {"run_dir": str(run_dir.resolve())}
     ResultsStore(results).add(result, kind="run")
     return result
 
@@ -95,14 +96,14 @@ def adopt(source: Path, runs_dir: str, results: str) -> int:
     count = 0
     for folder in sorted(p for p in source.iterdir() if (p / "result.json").is_file()):
         try:
-            json.loads((folder / "result.json").read_text())
+            found = json.loads((folder / "result.json").read_text())
         except ValueError as err:
             print(f"{folder / 'result.json'}: not JSON ({err}); left behind", file=sys.stderr)
             continue
         target = Path(runs_dir) / folder.name
         if not target.exists():
             shutil.copytree(folder, target, ignore=shutil.ignore_patterns("checkpoints"))
-        result = record_finished(target, results)
+        result = record_finished(target, results, found)
         t = result["metrics"]["test"]
         print(f"adopted {folder.name}: ndcg@10 {t['ndcg@10']:.4f}", flush=True)
         count += 1
