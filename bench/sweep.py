@@ -480,6 +480,16 @@ def _surplus(trial: optuna.Trial, opts: SweepOptions) -> str | None:
     return f"trial {trial.number} started after the study stopped by {reason}" if reason else None
 
 
+def _done_before(trial: optuna.Trial):
+    """An earlier complete trial with this trial's parameters, or None. TPE re-proposes
+    configurations of a small categorical space once it has converged; a fitted model
+    would spend its whole fit to repeat a score the study already holds."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != trial.number and t.params == trial.params:
+            return t
+    return None
+
+
 def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
     from bench.training.run import execute
 
@@ -513,6 +523,12 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
 
         try:
             params = model_cls.search_space(trial)
+            twin = None if model_cls.neural else _done_before(trial)
+            if twin is not None:  # a fit draws no random numbers: same parameters, same score
+                trial.set_user_attr("same_as", twin.number)
+                trial.set_user_attr("run_dir", twin.user_attrs.get("run_dir"))
+                spent = cpu_clock() - started
+                return twin.value
             extra = {}
             if model_cls.neural:
                 extra["lr"] = suggest_lr(trial)
@@ -608,7 +624,9 @@ def trial_line(t, best, monitor: str) -> str:
     best_text = f"best {best.value:.4f}, trial {best.number}" if best else "no complete trial yet"
     cpu = t.user_attrs.get("cpu_seconds")
     cpu_text = f", {cpu:.0f} CPU s" if cpu is not None else ""
-    return f"{head} ({best_text}) in {seconds:.0f} s{cpu_text}; params {params}"
+    twin = t.user_attrs.get("same_as")
+    twin_text = f", score of trial {twin} (same parameters)" if twin is not None else ""
+    return f"{head} ({best_text}) in {seconds:.0f} s{cpu_text}{twin_text}; params {params}"
 
 
 class SweepProgress:

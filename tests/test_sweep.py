@@ -39,6 +39,7 @@ from bench.sweep import (
     results_url,
     run_worker,
     sweep,
+    trial_line,
     trial_seed,
 )
 from bench.training.config import RunConfig, training_for
@@ -457,13 +458,16 @@ def test_cpu_seconds_stop_the_search_within_one_trial(planted, tmp_path):
     """A budget of CPU seconds ends the search before the trial count: no trial starts
     once the finished ones used the budget, so the spend passes it by one trial at most.
     The spend and why the search stopped are in the final rows."""
-    probe = _opts(planted, tmp_path, model="pop", trials=2, study="pop-probe")
+    probe = _opts(planted, tmp_path, model="sr", trials=2, study="sr-probe")
     sweep(probe)
     per_trial = _finished_in_order(probe)[-1].user_attrs["cpu_seconds"]  # imports done
     assert per_trial > 0
-    opts = _opts(planted, tmp_path, model="pop", trials=20, cpu_seconds=2.5 * per_trial)
+    opts = _opts(
+        planted, tmp_path, model="sr", trials=20, cpu_seconds=2.5 * per_trial, study="sr-cpu"
+    )
     budget = sweep(opts)["budget"]
     finished = _finished_in_order(opts)
+    assert not any("same_as" in t.user_attrs for t in finished)  # every trial did a fit
     cpu = [t.user_attrs["cpu_seconds"] for t in finished]
     assert budget["stopped_by"] == "cpu_seconds"
     assert 2 <= budget["trials"] == len(finished) < 20
@@ -477,6 +481,41 @@ def test_cpu_seconds_stop_the_search_within_one_trial(planted, tmp_path):
     assert [r["result"]["study_cpu_seconds"] for r in trial_rows] == pytest.approx(
         np.cumsum(cpu).tolist()
     )
+
+
+def test_a_fitted_trial_with_parameters_seen_before_takes_their_score(planted, tmp_path):
+    """A fit draws no random numbers, so a configuration TPE proposes again scores what
+    it scored: the trial takes that score and its run folder, does no fit and writes no
+    row. A neural trial with repeated parameters still trains (its seed matters)."""
+    opts = _opts(planted, tmp_path, model="sknn", trials=5, study="sknn-twice")
+    params = {"k": 50, "sample_size": 500, "similarity": "cosine", "max_history": 5}
+    study = open_study(opts)
+    study.enqueue_trial({**params, "remind": False})
+    study.enqueue_trial({**params, "remind": False})
+    study.enqueue_trial({**params, "remind": True})
+    store = ResultsStore(opts.results)
+    study.optimize(make_objective(opts, opts.study, store), n_trials=3)
+    first, again, other = study.trials
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert again.user_attrs["same_as"] == 0 and "same_as" not in other.user_attrs
+    assert again.value == first.value
+    assert again.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert again.user_attrs["cpu_seconds"] >= 0  # recorded: the study's spend adds it
+    sweeps = tmp_path / "runs" / "sweeps" / opts.study
+    assert (sweeps / "trial-0").is_dir() and not (sweeps / "trial-1").exists()
+    assert sorted(r["trial"] for r in store.rows()) == [0, 2]
+    assert "score of trial 0 (same parameters)" in trial_line(again, first, "ndcg@10")
+
+    neural = _opts(planted, tmp_path, model="gru4rec", trials=2, study="gru4rec-twice")
+    study = open_study(neural)
+    for _ in range(2):
+        study.enqueue_trial(
+            {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1, "dropout": 0.1, "lr": 0.002}
+        )
+    study.optimize(make_objective(neural, neural.study, store), n_trials=2)
+    assert [t.params for t in study.trials][0] == study.trials[1].params
+    assert not any("same_as" in t.user_attrs for t in study.trials)
+    assert len([r for r in store.rows() if r["study"] == neural.study]) == 2
 
 
 def test_a_search_without_progress_stops_as_converged(planted, tmp_path):

@@ -10,7 +10,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -309,10 +308,10 @@ def _table_file(run_dir: Path, name: str) -> dict:
 
 @pytest.mark.slow
 def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
-    study = f"pop-{uuid.uuid4().hex[:8]}"
+    study = "sr-tables"  # its two trials draw two configurations (a repeat would not run)
     opts = SweepOptions(
         run=RunConfig(
-            model="pop",
+            model="sr",
             dataset="custom",
             protocol="user-loo",
             data_dir=str(planted),
@@ -365,5 +364,5 @@ def test_sweep_and_leaderboard_log_their_tables(planted, tmp_path, offline):
     assert board["run"]["job_type"] == "leaderboard"
     table = _table_file(board_dir, "leaderboard-custom-user-loo-any")
     assert table["columns"] == COLUMNS
-    assert [row[0] for row in table["data"]] == ["pop (tuned)"]  # the sweep's final runs
+    assert [row[0] for row in table["data"]] == ["sr (tuned)"]  # the sweep's final runs
     assert table["data"][0][COLUMNS.index("budget")].startswith("2 of 2 trials")
