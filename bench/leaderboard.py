@@ -667,8 +667,12 @@ def _title(t: dict) -> str:
     )
 
 
+RANKABLE_HALF_WIDTH = 0.05  # wider, and the table's gaps between models are mostly noise
+
+
 def _facts_line(t: dict) -> str:
-    """The table's footing in one sentence."""
+    """The table's footing in one sentence; a table whose top row's 95% interval is wider
+    than ±RANKABLE_HALF_WIDTH says it checks a recipe rather than ranks models."""
     parts = [f"{t['targets']:,} test targets" if t["targets"] else "test targets unknown"]
     if t["repeat_share"] is not None:
         parts.append(f"repeat share {100 * t['repeat_share']:.1f}%")
@@ -679,6 +683,13 @@ def _facts_line(t: dict) -> str:
         for name, (mean, lo, hi) in t["top_split_ci"].items():
             text += f"; on {name} targets {mean:.4f} [{lo:.4f}, {hi:.4f}]"
         parts.append(text)
+        half_width = (high - low) / 2
+        if half_width > RANKABLE_HALF_WIDTH:
+            return (
+                "; ".join(parts) + ". A recipe check, too small to rank models: the top "
+                f"row's interval spans ±{half_width:.3f} NDCG@10, wider than "
+                f"±{RANKABLE_HALF_WIDTH}."
+            )
     return "; ".join(parts) + "."
 
 

@@ -380,3 +380,23 @@ def test_a_single_seed_cell_shows_no_spread():
     three = {"n": {"ndcg@10": 3}, "mean": {"ndcg@10": 0.0743}, "std": {"ndcg@10": 0.0023}}
     assert _cell(one, "ndcg@10") == "0.0712"
     assert _cell(three, "ndcg@10") == "0.0743 ± 0.0023"
+
+
+def test_a_table_too_small_to_rank_says_it_checks_a_recipe(tmp_path, monkeypatch, store):
+    """60 test targets: the top row's 95% interval is about ±0.13 NDCG@10, so the table
+    says it checks a recipe; 400 targets over 3 seeds (the store fixture) rank."""
+    small = ResultsStore(tmp_path / "small.db")
+    monkeypatch.setattr(f"{__name__}.N_TARGETS", 60)
+    _add(small, tmp_path / "small", "gru4rec", 0, 0.5, quality=0.5, explore=False)
+    (table,) = build_tables(small)
+    low, high = table["top_ci"]
+    assert (high - low) / 2 > 0.1
+    write_leaderboards([table], tmp_path / "small-boards")
+    summary = (tmp_path / "small-boards" / "summary.md").read_text()
+    assert (
+        f"A recipe check, too small to rank models: the top row's interval spans ±{(high - low) / 2:.3f}"
+        in summary
+    )
+    monkeypatch.undo()
+    write_leaderboards(build_tables(store), tmp_path / "boards")
+    assert "recipe check" not in (tmp_path / "boards" / "summary.md").read_text()
