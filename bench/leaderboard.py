@@ -66,10 +66,13 @@ RUN_DEFAULTS = {
 def trained_on_gpu(result: dict) -> str | None:
     """The GPU a run trained on, or None: its seconds are not CPU seconds, and a table
     that compares costs says so. A run on a GPU machine used the GPU unless it asked for
-    the CPU; a fitted model trains on nothing."""
+    the CPU (runs record what they used as `compute`; older ones only what they asked);
+    a fitted model trains on nothing."""
     gpu = (result.get("hardware") or {}).get("gpu")
+    used = (result.get("compute") or {}).get("accelerator")
     asked = (result.get("run_config") or {}).get("accelerator", "auto")
-    return gpu if gpu and asked != "cpu" and result.get("epochs") else None
+    on_gpu = used == "gpu" if used else asked != "cpu"
+    return gpu if gpu and on_gpu and result.get("epochs") else None
 
 
 def _config_key(result: dict) -> str:

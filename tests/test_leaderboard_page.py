@@ -353,6 +353,8 @@ def test_rows_trained_on_a_gpu_are_marked_in_the_cost_plot(tmp_path):
     assert trained_on_gpu(on_cpu) is None
     assert trained_on_gpu({"hardware": h200, "run_config": {}, "epochs": 0}) is None
     assert trained_on_gpu({"hardware": h200, "run_config": {}, "epochs": 3}) == "NVIDIA H200"
+    used_cpu = {"hardware": h200, "run_config": {}, "epochs": 3, "compute": {"accelerator": "cpu"}}
+    assert trained_on_gpu(used_cpu) is None  # what it used outweighs what it asked
 
     write_leaderboards([table], tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()

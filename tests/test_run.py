@@ -48,6 +48,9 @@ def test_neural_run_learns_and_writes_its_result(planted_root, tmp_path):
     ):
         assert key in saved, key
     assert saved["protocol"] == "user-loo" and saved["parameters"] > 0
+    # what it computed with, resolved on this machine (a fit trains nothing)
+    assert saved["compute"] == {"accelerator": "cpu", "precision": "32-true"}
+    assert pop["compute"] == {"accelerator": "cpu"}
     assert saved["metrics"]["valid"]["ndcg@10"] > 0
     # per-history reciprocal ranks for the leaderboard's paired significance test
     import numpy as np

@@ -74,6 +74,14 @@ def precision_of(config: RunConfig) -> str:
     return config.precision or ("bf16-mixed" if uses_gpu(config) else "32-true")
 
 
+def _compute_used(config: RunConfig, neural: bool) -> dict:
+    """What the run computed with, as its result records it: a neural run trains on the
+    resolved accelerator in its precision; a fit runs on the CPU and trains nothing."""
+    if not neural:
+        return {"accelerator": "cpu"}
+    return {"accelerator": "gpu" if uses_gpu(config) else "cpu", "precision": precision_of(config)}
+
+
 def _compute(config: RunConfig) -> dict:
     """The accelerator and precision a run computes with, resolved on this machine: `auto`
     is the CPU on one machine and a GPU in bf16 on another, which are different runs.
@@ -473,6 +481,7 @@ def execute(
         peak_rss_bytes=peak_rss_bytes(),
         peak_gpu_bytes=torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         hardware=hardware(),
+        compute=_compute_used(config, model.neural),
         versions=versions(),
         git_commit=git_commit(),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
