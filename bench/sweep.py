@@ -813,8 +813,18 @@ def sweep(opts: SweepOptions) -> dict:
         for r in store.rows(dataset=opts.dataset, kind="final")
         if r["study"] == study.study_name
     }
-    from bench.training.run import execute  # after the workers: they import it themselves
+    # after the workers: they import it themselves
+    from bench.training.run import execute, record_repeat, repeats
 
+    best_run = _trial_result(store, opts.dataset, study.study_name, best)
+    best_dir = Path(best_run["run_dir"]) if best_run and best_run.get("run_dir") else None
+    annotations = {
+        "study": study.study_name,
+        "best_trial": best.number,
+        "budget": budget,
+        "search_space": search_space_text(opts.model),
+        "model_family": model_cls.family,
+    }
     finals = []
     for seed in range(opts.seeds):
         if (seed, best.number) in existing:  # a re-run continues: not repeated, but the
@@ -829,21 +839,28 @@ def sweep(opts: SweepOptions) -> dict:
             wandb_group=study.study_name,
             **extra,
         )
-        result = execute(
-            config,
-            progress=False,
-            results=store,
-            kind="final",
-            study=study.study_name,
-            trial=seed,
-            annotate=lambda _: {
-                "study": study.study_name,
-                "best_trial": best.number,
-                "budget": budget,
-                "search_space": search_space_text(opts.model),
-                "model_family": model_cls.family,
-            },
-        )
+        wanted = repeats(best_dir, config) if best_dir else None
+        if wanted is not None:  # the best trial already computed this final run
+            result = record_repeat(
+                best_dir,
+                config,
+                wanted,
+                {k: v for k, v in best_run.items() if k not in TRIAL_ONLY} | annotations,
+                results=store,
+                kind="final",
+                study=study.study_name,
+                trial=seed,
+            )
+        else:
+            result = execute(
+                config,
+                progress=False,
+                results=store,
+                kind="final",
+                study=study.study_name,
+                trial=seed,
+                annotate=lambda _: annotations,
+            )
         finals.append(result)
     wandb_dir = None
     if opts.run.wandb:
@@ -867,6 +884,20 @@ def sweep(opts: SweepOptions) -> dict:
         "finals": finals,
         "wandb_dir": wandb_dir,
     }
+
+
+TRIAL_ONLY = {"sampler_seed", "cpu_seconds", "study_cpu_seconds"}  # a trial's own spend
+
+
+def _trial_result(store: ResultsStore, dataset: str, study: str, trial) -> dict | None:
+    """The stored result of a trial (of the earlier trial it took its score from, if any)."""
+    number = trial.user_attrs.get("same_as", trial.number)
+    rows = [
+        r
+        for r in store.rows(dataset=dataset, kind="trial")
+        if r["study"] == study and r["trial"] == number
+    ]
+    return rows[-1]["result"] if rows else None
 
 
 def _record_budget(store: ResultsStore, row: dict, budget: dict) -> None:

@@ -43,6 +43,7 @@ from bench.sweep import (
     trial_seed,
 )
 from bench.training.config import RunConfig, training_for
+from bench.training.run import execute
 from tests.planted_runs import write_planted
 
 torch.set_num_threads(1)
@@ -516,6 +517,39 @@ def test_a_fitted_trial_with_parameters_seen_before_takes_their_score(planted, t
     assert [t.params for t in study.trials][0] == study.trials[1].params
     assert not any("same_as" in t.user_attrs for t in study.trials)
     assert len([r for r in store.rows() if r["study"] == neural.study]) == 2
+
+
+@pytest.mark.slow
+def test_final_runs_the_best_trial_already_computed_are_not_trained_again(planted, tmp_path):
+    """A trained model's final run at its best trial's seed repeats that trial's training
+    on the CPU to the last digit: it gets its own folder of hard links and its row, no
+    second training. Other seeds train. A fit draws no random numbers: no seed trains."""
+    opts = _opts(planted, tmp_path, trials=2, seeds=2, study="gru4rec-finals")
+    outcome = sweep(opts)
+    best = f"trial-{outcome['best_trial']}"
+    by_seed = {f["seed"]: f for f in outcome["finals"]}
+    assert by_seed[0]["same_run_as"] == best and "same_run_as" not in by_seed[1]
+    sweeps = tmp_path / "runs" / "sweeps" / opts.study
+    final_dir = sweeps / f"final-t{outcome['best_trial']}-s0"
+    ckpt = final_dir / "checkpoints" / "best.ckpt"
+    assert ckpt.stat().st_ino == (sweeps / best / "checkpoints" / "best.ckpt").stat().st_ino
+    saved = json.loads((final_dir / "result.json").read_text())
+    assert saved["run_id"] == final_dir.name and saved["run_config"]["run_id"] == final_dir.name
+    assert json.loads((final_dir / "identity.json").read_text())["seed"] == 0
+    rows = {r["seed"]: r for r in ResultsStore(opts.results).rows(kind="final")}
+    assert rows[0]["result"]["run_dir"] == str(final_dir)
+    assert rows[0]["result"]["budget"] == outcome["budget"]
+
+    # the premise, checked: the same configuration trained again gives the same numbers
+    params = {k: v for k, v in outcome["best_params"].items() if k != "lr"}
+    fresh = saved["run_config"] | {"run_id": "again", "runs_dir": str(tmp_path / "again")}
+    again = execute(RunConfig.model_validate(fresh | {"params": params}), progress=False)
+    assert again["metrics"] == saved["metrics"]
+
+    fitted = _opts(planted, tmp_path, model="sknn", trials=2, seeds=3, study="sknn-finals")
+    outcome = sweep(fitted)
+    repeated = [f.get("same_run_as") for f in outcome["finals"]]
+    assert repeated == [f"trial-{outcome['best_trial']}"] * 3
 
 
 def test_a_search_without_progress_stops_as_converged(planted, tmp_path):

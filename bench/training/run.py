@@ -26,7 +26,7 @@ from bench.datasets.datamodule import SequenceDataModule
 from bench.datasets.prepare import prepare
 from bench.errors import ConfigError, RunInterrupted
 from bench.evaluation import evaluate
-from bench.models.registry import build_config, create_model
+from bench.models.registry import build_config, create_model, get_model_class
 from bench.paths import is_under, remove_tree, stored_path
 from bench.provenance import git_commit, hardware, peak_rss_bytes, versions
 from bench.results import ResultsStore
@@ -151,6 +151,70 @@ def _read_identity(run_dir: Path) -> dict | None:
         return json.loads((run_dir / IDENTITY_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def repeats(run_dir: Path, config: RunConfig) -> dict | None:
+    """The identity of `config` when the finished run in `run_dir` already computed it,
+    else None. Training on the CPU is deterministic (a sweep's final run at its best
+    trial's seed has matched that trial to the last digit); a fit draws no random
+    numbers, so its seed does not count. GPU kernels are not bitwise repeatable."""
+    found = _read_identity(run_dir)
+    if found is None or not (run_dir / "result.json").is_file() or uses_gpu(config):
+        return None
+    wanted = identity(
+        config, found["protocol"], found.get("protocol_hash", ""), found.get("data", "")
+    )
+    ignored = set() if get_model_class(config.model).neural else {"seed"}
+
+    def counted(payload: dict) -> dict:
+        return {k: v for k, v in payload.items() if k not in ignored}
+
+    return wanted if counted(found) == counted(wanted) else None
+
+
+def record_repeat(source: Path, config: RunConfig, wanted: dict, result: dict, **row) -> dict:
+    """Give `config` a run folder of its own holding the finished run in `source`, which
+    computed it (`repeats`): the files hard-linked (copied where links fail), its own
+    config, identity and result. `row` records it in a results store, as `execute` does."""
+    runs_root = _runs_root(config.runs_dir)
+    run_dir = runs_root / config.run_id
+    if not is_under(run_dir, runs_root):
+        raise ConfigError(f"run folder {run_dir} lies outside {runs_root}", option="run_id")
+    lock = hold_run(runs_root, config.run_id)  # noqa: F841 (released on return)
+    if run_dir.exists():
+        remove_tree(run_dir, runs_root)
+    own = {"result.json", "config.yaml", IDENTITY_FILE}
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if not path.is_file() or relative.parts[0] == "wandb" or str(relative) in own:
+            continue
+        (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, run_dir / relative)
+        except OSError:
+            shutil.copy2(path, run_dir / relative)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
+    (run_dir / IDENTITY_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    saved = {k: v for k, v in result.items() if k not in ("run_dir", "wandb_dir")}
+    saved |= {
+        "run_id": config.run_id,
+        "seed": config.seed,
+        "run_config": config.model_dump(exclude={"params", "protocol_params"}),
+        "same_run_as": source.name,
+    }
+    if config.wandb:  # a W&B run like any other run of its group: config and metrics
+        group = config.wandb_group or (saved.get("wandb") or {}).get("group")
+        tracked = {**saved, "run_config": config.model_dump()}
+        metrics = _flat_metrics(saved["metrics"])
+        wandb_dir = log_summary(config.run_id, group, run_dir / "wandb", tracked, metrics)
+        saved |= {"wandb": destination(group), "wandb_dir": _relative(wandb_dir, run_dir)}
+    (run_dir / "result.json").write_text(json.dumps(saved, indent=2, default=str))
+    saved["run_dir"] = str(run_dir)
+    store = row.pop("results", None)
+    if store is not None:
+        store = ResultsStore(store) if isinstance(store, str | Path) else store
+        store.add(saved, **row)
+    return saved
 
 
 def _runs_root(runs_dir: str | Path) -> Path:
