@@ -431,6 +431,39 @@ def pruning_callback(trial: optuna.Trial, monitor: str):
     return FitPruning(trial, monitor=monitor)
 
 
+BUDGET_CHECK_SECONDS = 5.0  # CPU seconds of training between looks at the study's spend
+
+
+def budget_cut_callback(trial: optuna.Trial, opts: SweepOptions, started: float):
+    """Ends a trial once the study's CPU budget runs out during it, as a pruned trial:
+    the spend then passes the budget by seconds, not by a whole trial (an hour on the
+    session sets). A study with no completed trial lets its trial finish: a search that
+    ends with no score has found nothing. Other workers' running trials are counted
+    when they finish."""
+    import lightning as L
+
+    class BudgetCut(L.Callback):
+        def __init__(self) -> None:
+            self.looked = cpu_clock()
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            now = cpu_clock()
+            if now - self.looked < BUDGET_CHECK_SECONDS:
+                return
+            self.looked = now
+            finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+            if not any(t.state == TrialState.COMPLETE for t in finished):
+                return
+            if cpu_spent(finished) + now - started >= opts.cpu_seconds:
+                trial.set_user_attr("cut_by_budget", True)
+                raise optuna.TrialPruned(
+                    f"the study's {opts.cpu_seconds:g} CPU seconds ran out in epoch "
+                    f"{trainer.current_epoch}"
+                )
+
+    return BudgetCut()
+
+
 def cpu_clock() -> float:
     """CPU seconds used so far by this process and its reaped children (data loaders)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -532,7 +565,11 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
             extra = {}
             if model_cls.neural:
                 extra["lr"] = suggest_lr(trial)
-            callbacks = [pruning_callback(trial, f"val/{monitor}")] if model_cls.neural else []
+            callbacks = []
+            if model_cls.neural:
+                callbacks.append(pruning_callback(trial, f"val/{monitor}"))
+                if opts.cpu_seconds is not None:
+                    callbacks.append(budget_cut_callback(trial, opts, started))
             config = _run_config(
                 opts,
                 params=params,
@@ -621,6 +658,8 @@ def trial_line(t, best, monitor: str) -> str:
         steps = t.intermediate_values
         last = steps[max(steps)] if steps else float("nan")
         head = f"trial {t.number} pruned after {len(steps)} epochs: {monitor} {last:.4f}"
+        if t.user_attrs.get("cut_by_budget"):
+            head = f"trial {t.number} ended by the CPU budget after {len(steps)} epochs"
     best_text = f"best {best.value:.4f}, trial {best.number}" if best else "no complete trial yet"
     cpu = t.user_attrs.get("cpu_seconds")
     cpu_text = f", {cpu:.0f} CPU s" if cpu is not None else ""
