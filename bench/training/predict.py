@@ -12,7 +12,6 @@ module imports Lightning, about 7 of the 11 s a `bench predict` took to start on
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.errors import BenchError, ConfigError
 from bench.models.registry import create_model
 from bench.paths import stored_path
 from bench.training.config import RunConfig
+from bench.training.histories import Query, lines_of, parse_history_line
 
 SCORE_CELLS = 1 << 26  # most float32 scores one batch holds (256 MB): 16 rows at 4.16M items
 
@@ -395,7 +395,7 @@ class Recommender:
             answered += len(pending)
             pending.clear()
 
-        for line, text, name in _lines(source):
+        for line, text, name in lines_of(source):
             try:
                 query = parse_history_line(text, line, name)
                 if query is None:
@@ -509,142 +509,6 @@ def _located(err: BenchError, **where: Any) -> BenchError:
 
 def _column_name(column: int | str) -> str:
     return f"column {column}" if isinstance(column, int) else column
-
-
-# ------------------------------------------------------------------ histories files
-
-LINE_FORMAT = (
-    'one history a line: {"history": ["3006793", "2331370"], "behaviors": ["pv", "cart"]} '
-    "or plain ids: 3006793 2331370 (spaces or commas)"
-)
-JSON_KEYS = ("history", "behaviors", "behaviours", "id")
-
-
-@dataclass
-class Query:
-    """One line of a histories file, with the column of each of its values (a character
-    position in a plain line, a JSON path such as history[2] in a JSON line)."""
-
-    line: int
-    history: list[str]
-    columns: list[int | str]
-    behaviors: list[str] | None = None
-    behavior_columns: list[int | str] = field(default_factory=list)
-    behavior_key: str = "behaviors"
-    id: Any = None
-    has_id: bool = False
-
-    def echo(self) -> dict:
-        """The input, as the answer to it repeats it."""
-        out: dict[str, Any] = {"line": self.line}
-        if self.has_id:
-            out["id"] = self.id
-        out["history"] = self.history
-        if self.behaviors is not None:
-            out["behaviors"] = self.behaviors
-        return out
-
-
-def _lines(source: str | Path | IO[bytes]) -> Iterator[tuple[int, str, str]]:
-    """(line number, text, file name) of each line, decoded as UTF-8 one line at a time
-    so that a bad byte names its line."""
-    if isinstance(source, (str, Path)) and str(source) == "-":
-        import sys
-
-        yield from _decoded(sys.stdin.buffer, "<stdin>")
-        return
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            handle = path.open("rb")
-        except OSError as err:
-            raise ConfigError(
-                f"cannot read the histories file: {err.strerror}",
-                file=path,
-                option="--histories",
-                hint="pass a file of histories, one a line (or - for standard input)",
-            ) from None
-        with handle:
-            yield from _decoded(handle, str(path))
-        return
-    yield from _decoded(source, getattr(source, "name", "<stream>"))
-
-
-def _decoded(handle: IO[bytes], name: str) -> Iterator[tuple[int, str, str]]:
-    for number, raw in enumerate(handle, 1):
-        if isinstance(raw, str):  # a text stream was passed
-            yield number, raw, name
-            continue
-        try:
-            yield number, raw.decode("utf-8"), name
-        except UnicodeDecodeError as err:
-            raise BenchError(
-                f"not UTF-8 text (byte {raw[err.start]:#04x})",
-                file=name,
-                line=number,
-                column=err.start + 1,
-                hint="save the file as UTF-8",
-            ) from None
-
-
-def parse_history_line(text: str, line: int, file: str) -> Query | None:
-    """A line of a histories file as a Query; None for a blank line; a malformed line is
-    a BenchError naming file, line and column."""
-    stripped = text.strip()
-    if not stripped:
-        return None
-    if stripped.startswith("{"):
-        return _json_line(text, line, file)
-    tokens = list(re.finditer(r"[^\s,]+", text))
-    if not tokens:
-        raise BenchError(
-            "no item ids on this line", file=file, line=line, column=1, hint=LINE_FORMAT
-        )
-    return Query(line, [m.group() for m in tokens], [m.start() + 1 for m in tokens])
-
-
-def _json_line(text: str, line: int, file: str) -> Query:
-    def bad(message: str, column: int | str | None, hint: str = LINE_FORMAT) -> BenchError:
-        return BenchError(message, file=file, line=line, column=column, hint=hint)
-
-    try:
-        obj = json.loads(text.rstrip("\r\n"))  # so that a cut line's column is on it
-    except json.JSONDecodeError as err:
-        raise bad(f"not valid JSON: {err.msg}", err.colno) from None
-    if not isinstance(obj, dict):
-        raise bad("a JSON line must be an object", 1)
-    extra = sorted(set(obj) - set(JSON_KEYS))
-    if extra:
-        raise bad(f"unknown key {extra[0]!r}", extra[0], f"a line's keys: {', '.join(JSON_KEYS)}")
-    if "behaviors" in obj and "behaviours" in obj:
-        raise bad("both behaviors and behaviours given", "behaviours", "give the names once")
-    if "history" not in obj:
-        raise bad('no "history" key', None)
-    history = obj["history"]
-    if not isinstance(history, list) or not history:
-        raise bad("history must be a non-empty list of item ids", "history")
-    items = []
-    for i, value in enumerate(history):
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise bad(
-                f"an item id is a string or an integer, got {json.dumps(value)[:40]}",
-                f"history[{i}]",
-            )
-        items.append(str(value))
-    query = Query(line, items, [f"history[{i}]" for i in range(len(items))])
-    query.has_id, query.id = "id" in obj, obj.get("id")
-    key = "behaviours" if "behaviours" in obj else "behaviors"
-    names = obj.get(key)
-    if names is not None:
-        if not isinstance(names, list):
-            raise bad(f"{key} must be a list of names (pv, fav, cart, buy)", key)
-        for j, name in enumerate(names):
-            if not isinstance(name, str):
-                raise bad(f"a behaviour is a name, got {json.dumps(name)[:40]}", f"{key}[{j}]")
-        query.behaviors = names
-        query.behavior_columns = [f"{key}[{j}]" for j in range(len(names))]
-        query.behavior_key = key
-    return query
 
 
 def predict(run_dir: str | Path, history: list[str], k: int = 20) -> dict:
