@@ -730,6 +730,30 @@ def _floor_line(t: dict) -> str:
     return f"Floors present: {', '.join(t['floors'])}. Beat every floor with significance: {beat}."
 
 
+def _valid_scores(e: dict) -> list[float]:
+    return [r["metrics"]["valid"][PRIMARY] for r in e["runs"] if PRIMARY in r["metrics"]["valid"]]
+
+
+def _validation_text(e: dict, curve: list | None, default: dict | None) -> str:
+    """The search's best validation score against the validation scores of the final runs
+    (and of the default row): how much the best trial's score owed to luck."""
+    finals = _valid_scores(e)
+    if not curve or not finals:
+        return ""
+    text = (
+        f"; validation {PRIMARY}: best trial {curve[-1][1]:.4f}, its final runs {_spread(finals)}"
+    )
+    if default and _valid_scores(default):
+        text += f", default row {_spread(_valid_scores(default))}"
+    return text
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
 def _tuned_lines(t: dict) -> list[str]:
     """Under a table with tuned rows: each one's budget, the values its study chose and
     what it searched, and how the ranks moved from the default rows to the tuned ones."""
@@ -743,9 +767,13 @@ def _tuned_lines(t: dict) -> list[str]:
         "Each model was tuned on the same budget: trials, CPU seconds or convergence (a run "
         "of trials without a better validation score), whichever ended the search first, "
         "with median pruning on validation NDCG@10 per epoch; its best trial on validation "
-        "was re-run with the seeds shown. Default rows keep each model's defaults.",
+        "was re-run with the seeds shown. Default rows keep each model's defaults. The "
+        "best of many noisy validation scores overstates its configuration (the winner's "
+        "curse): each row gives that score beside its final runs' validation mean, and the "
+        "default row's.",
         "",
     ]
+    defaults = {e["model"]: e for e in t["rows"] if not e["tuned"]}
     for e in tuned:
         space = e["search_space"]
         run = e["runs"][0].get("run_config") or {}
@@ -761,6 +789,7 @@ def _tuned_lines(t: dict) -> list[str]:
         lines.append(
             f"- **{e['name']}** ({_budget_cell(e['budget'])}): chosen "
             f"{json.dumps(chosen, sort_keys=True, default=str)}; searched {searched}"
+            + _validation_text(e, t["curves"].get(e["model"]), defaults.get(e["model"]))
         )
     moves = rank_changes(t)
     if moves:

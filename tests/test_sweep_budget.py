@@ -97,3 +97,34 @@ def test_budget_column_and_one_budget_curve_per_tuned_model(tmp_path):
     assert "3 trials, 8 s, 8 CPU s, stopped by CPU seconds" in text
     assert "2 trials, 99 s, 90 CPU s, stopped by trials" in text
     assert "untuned, 1 s" in text
+
+
+def test_tuned_rows_set_the_best_trial_against_their_final_runs_on_validation(tmp_path):
+    """The best trial's validation score is the maximum of many noisy ones; its seeds'
+    scores and the default row's say how much of it was luck."""
+    store = ResultsStore(tmp_path / "results.db")
+    _tuned(store, tmp_path, "gru4rec", [(40.0, 0.05), (50.0, 0.15)], "trials")
+    study = "gru4rec-ml-100k-user-loo-any"
+    for seed, valid in ((1, 0.11), (2, 0.10)):
+        final = _result(
+            tmp_path,
+            "gru4rec",
+            f"gru4rec-final-{seed}",
+            seed,
+            valid,
+            best_trial=1,
+            budget={"trials": 2, "seconds": 99.0, "cpu_seconds": 90.0, "stopped_by": "trials"},
+        )
+        store.add(final, kind="final", study=study, trial=seed)
+    for seed, valid in ((0, 0.12), (1, 0.13)):
+        default = _result(tmp_path, "gru4rec", f"gru4rec-{seed}", seed, valid)
+        default["hyperparameters"] = {"dropout": 0.3}
+        store.add(default, kind="run")
+    write_leaderboards(build_tables(store), tmp_path / "lb")
+    (md,) = (tmp_path / "lb").glob("ml-100k__*.md")
+    line = next(x for x in md.read_text().splitlines() if x.startswith("- **gru4rec (tuned)**"))
+    finals = np.std([0.15, 0.11, 0.10], ddof=1)
+    assert line.endswith(
+        f"validation ndcg@10: best trial 0.1500, its final runs 0.1200 ± {finals:.4f}, "
+        f"default row 0.1250 ± {np.std([0.12, 0.13], ddof=1):.4f}"
+    )
