@@ -28,20 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.leaderboard import (
-    DASH,
+from bench.leaderboard_tables import (
     EXPLORE_METRICS,
     FLOOR_RULE,
     FLOORS,
     METRICS,
     PRIMARY,
     SIGNIFICANCE,
+    _quantiles,
+)
+from bench.leaderboard_text import (
+    DASH,
     _budget_cell,
     _cell,
     _coverage_line,
     _facts_line,
     _floor_line,
-    _quantiles,
     _title,
 )
 from bench.paths import remove_tree

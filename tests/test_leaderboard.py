@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.leaderboard import (
+from bench.leaderboard import build_tables, write_leaderboards
+from bench.leaderboard_tables import (
     bootstrap_means,
-    build_tables,
     ndcg_from_reciprocal_ranks,
     paired_bootstrap,
     resample_means,
-    write_leaderboards,
 )
 from bench.models.registry import list_models
 from bench.results import ResultsStore
@@ -374,7 +373,7 @@ def test_empty_store_is_a_clear_error(tmp_path):
 
 def test_a_single_seed_cell_shows_no_spread():
     """`± 0.0000` on a one-seed row would read as a measured zero spread."""
-    from bench.leaderboard import _cell
+    from bench.leaderboard_text import _cell
 
     one = {"n": {"ndcg@10": 1}, "mean": {"ndcg@10": 0.07123}, "std": {"ndcg@10": 0.0}}
     three = {"n": {"ndcg@10": 3}, "mean": {"ndcg@10": 0.0743}, "std": {"ndcg@10": 0.0023}}

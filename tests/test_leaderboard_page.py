@@ -338,7 +338,7 @@ def test_rows_trained_on_a_gpu_are_marked_in_the_cost_plot(tmp_path):
     """Seconds on a GPU are not seconds of this CPU: such a row is drawn hollow, named
     "(GPU)", and the axis names the card. A run that asked for the CPU on a GPU machine
     and a fitted model are not GPU rows."""
-    from bench.leaderboard import trained_on_gpu
+    from bench.leaderboard_tables import trained_on_gpu
 
     store = ResultsStore(tmp_path / "results.db")
     h200 = {"cpu": "test cpu", "torch_threads": 1, "gpu": "NVIDIA H200", "gpus": 1}

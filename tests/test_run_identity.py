@@ -11,7 +11,7 @@ from typing import Annotated
 import pydantic
 import pytest
 
-from bench.leaderboard import _config_key
+from bench.leaderboard_tables import _config_key
 from bench.models.registry import build_config
 from bench.training.config import IDENTITY, SETTING, RunConfig, identity_roles
 from bench.training.run import group_for, identity, run_id_for, run_id_of

@@ -19,7 +19,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 
 from bench.cli import app
 from bench.datasets.prepare import prepare
-from bench.leaderboard import COLUMNS
+from bench.leaderboard_text import COLUMNS
 from bench.sweep import SweepOptions, sweep
 from bench.training.config import RunConfig
 from bench.training.run import execute
