@@ -369,6 +369,20 @@ def _stem(t: dict) -> str:
     return "__".join(re.sub(r"[^A-Za-z0-9._=+-]", "-", str(p)) for p in parts)
 
 
+def _heading(t: dict, level: str) -> list[str]:
+    """A table's title and footing, floors and coverage lines, as every text shows them."""
+    return [
+        f"{level} {_title(t)}",
+        "",
+        _facts_line(t),
+        "",
+        _floor_line(t),
+        "",
+        _coverage_line(t),
+        "",
+    ]
+
+
 def write_text_files(tables: list[dict], out: str | Path) -> list[Path]:
     """`<dataset>__<protocol>__<target>__<hash8>[__data-<fp8>].md/.csv` per table, no
     two tables sharing a name, and summary.md over all of them."""
@@ -383,14 +397,7 @@ def write_text_files(tables: list[dict], out: str | Path) -> list[Path]:
         used.add(stem)
         rows = [_row_values(e) for e in t["rows"]]
         md = [
-            f"# {_title(t)}",
-            "",
-            _facts_line(t),
-            "",
-            _floor_line(t),
-            "",
-            _coverage_line(t),
-            "",
+            *_heading(t, "#"),
             f"Significance: {SIGNIFICANCE}. Floors: {FLOOR_RULE}.",
             "",
             "| " + " | ".join(COLUMNS) + " |",
@@ -427,14 +434,7 @@ def render_summary(tables: list[dict]) -> str:
     for t in tables:
         lines += [
             "",
-            f"## {_title(t)}",
-            "",
-            _facts_line(t),
-            "",
-            _floor_line(t),
-            "",
-            _coverage_line(t),
-            "",
+            *_heading(t, "##"),
             "| model | " + " | ".join(m.upper() for m in SUMMARY_METRICS) + " | seeds | epochs run "
             "| training | explore NDCG@10 | Δ NDCG@10 vs top | vs floors |",
             "|---|" + "---|" * (len(SUMMARY_METRICS) + 6),
