@@ -758,8 +758,8 @@ CpuSeconds = Annotated[
         "--cpu-seconds",
         min=0.001,
         help="CPU-seconds budget (per model): no new trial starts once finished trials "
-        "used this much process CPU time; the search ends on --trials or this, "
-        "whichever comes first.",
+        "used this much process CPU time, and a trained model's trial still running then "
+        "is ended (pruned); the search ends on --trials or this, whichever comes first.",
     ),
 ]
 PrunerOpt = Annotated[

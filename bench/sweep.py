@@ -61,7 +61,8 @@ class SweepOptions:
     seeds: int = 3
     results: str | None = None
     heartbeat: int = 60  # seconds; a trial silent for 2x this is stale and re-queued
-    cpu_seconds: float | None = None  # no new trial once finished trials used this much CPU
+    cpu_seconds: float | None = None  # no new trial once trials used this much CPU; a
+    # trained model's running trial is ended then (`budget_cut_callback`)
     patience: int | None = None  # converged after this many finished trials without a new best
     pruner: str = "median"
     progress: bool = False  # report finished trials on stdout (a bar on a terminal)
