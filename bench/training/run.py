@@ -153,6 +153,16 @@ def _read_identity(run_dir: Path) -> dict | None:
         return None
 
 
+def _write_identity(run_dir: Path, config: RunConfig, wanted: dict) -> None:
+    """The settings a run folder was made with: its config and its identity."""
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
+    (run_dir / IDENTITY_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+
+
+def _store_of(results: str | Path | ResultsStore | None) -> ResultsStore | None:
+    return ResultsStore(results) if isinstance(results, str | Path) else results
+
+
 def repeats(run_dir: Path, config: RunConfig) -> dict | None:
     """The identity of `config` when the finished run in `run_dir` already computed it,
     else None. Training on the CPU is deterministic (a sweep's final run at its best
@@ -193,8 +203,7 @@ def record_repeat(source: Path, config: RunConfig, wanted: dict, result: dict, *
             os.link(path, run_dir / relative)
         except OSError:
             shutil.copy2(path, run_dir / relative)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
-    (run_dir / IDENTITY_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    _write_identity(run_dir, config, wanted)
     saved = {k: v for k, v in result.items() if k not in ("run_dir", "wandb_dir")}
     saved |= {
         "run_id": config.run_id,
@@ -210,9 +219,8 @@ def record_repeat(source: Path, config: RunConfig, wanted: dict, result: dict, *
         saved |= {"wandb": destination(group), "wandb_dir": _relative(wandb_dir, run_dir)}
     (run_dir / "result.json").write_text(json.dumps(saved, indent=2, default=str))
     saved["run_dir"] = str(run_dir)
-    store = row.pop("results", None)
+    store = _store_of(row.pop("results", None))
     if store is not None:
-        store = ResultsStore(store) if isinstance(store, str | Path) else store
         store.add(saved, **row)
     return saved
 
@@ -447,7 +455,7 @@ def execute(
     before any training."""
     import lightning as L
 
-    store = ResultsStore(results) if isinstance(results, str | Path) else results
+    store = _store_of(results)
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -470,8 +478,7 @@ def execute(
         lock = hold_run(runs_root, run_id)  # noqa: F841 (released when execute returns)
         resume_from = _plan(config, run_dir, runs_root, wanted)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=True))
-        (run_dir / IDENTITY_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+        _write_identity(run_dir, config, wanted)
     elif config.resume and (ckpt_dir / "last.ckpt").exists():
         resume_from = {"checkpoint": ckpt_dir / "last.ckpt"}
 
