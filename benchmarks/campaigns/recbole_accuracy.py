@@ -18,6 +18,11 @@ bench runs in one of two modes:
   Config defaults (side features included). Only threads=1, W&B off and the runs/cache folders are set.
   `--set key=value` (bench side only) turns it into an experiment, labelled as such.
 
+RecBole's fit keeps its whole state at each epoch start in
+`<work>/<model>.recbole.resume.pth`, so a fit stopped by `--recbole-minutes`, a signal or a
+session's end continues exactly where it was when the same command runs again (SASRec's
+20 to 60 epochs of 330 CPU s do not fit in one session); the file goes once the fit ends.
+
 One torch thread each, one process at a time. Each side's result is kept in
 `<work>/<model>.<side>.json` (the bench side's name carries its mode and settings), so a
 later call with `--sides bench` reuses a RecBole run already made (`--sides` names what
@@ -243,6 +248,7 @@ def main() -> None:
         if "recbole" in sides:
             deadline = time.time() + 60 * args.recbole_minutes
             extra = ("--deadline", f"{deadline:.0f}") if args.recbole_minutes else ()
+            resume = work / f"{name}.recbole.resume.pth"
             rb = run_recbole(
                 python,
                 pair,
@@ -251,8 +257,9 @@ def main() -> None:
                 0,
                 anomaly="off",
                 fit=True,
-                extra=extra,
+                extra=(*extra, "--resume-file", str(resume)),
                 log=work / f"{name}.recbole.log",
+                append_log=resume.exists(),
             )
             rb["max_epochs"] = args.max_epochs
             rb["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -180,10 +180,12 @@ def run_recbole(
     fit: bool = False,
     extra: tuple[str, ...] = (),
     log: Path | None = None,
+    append_log: bool = False,
 ) -> dict:
     """One RecBole worker process: timed epochs, or with `fit` training to early stopping.
     `extra` goes to the worker's command line (e.g. `--deadline T`); with `log` its
-    stderr goes to that file as it is written (else it is kept for an error message)."""
+    stderr goes to that file as it is written (else it is kept for an error message),
+    after what the file holds with `append_log` (a continued fit)."""
     cmd = [
         str(python),
         str(ROOT / "benchmarks" / "campaigns" / "recbole_worker.py"),
@@ -212,7 +214,7 @@ def run_recbole(
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         err = proc.stderr
     else:
-        with open(log, "w") as stream:
+        with open(log, "a" if append_log else "w") as stream:
             proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=stream, text=True)
         err = Path(log).read_text()
     if proc.returncode != 0:
