@@ -219,3 +219,34 @@ def test_identity_roles_reject_a_field_with_two_roles():
 
     with pytest.raises(TypeError, match="knob needs one identity role"):
         identity_roles(Twice)
+
+
+@pytest.mark.parametrize(
+    ("settings", "strict"),
+    [
+        ({"accelerator": "gpu", "precision": "32-true"}, True),
+        ({"precision": "32-true"}, True),  # auto on a GPU machine, asked for 32 bits
+        ({"accelerator": "gpu"}, False),  # bf16-mixed keeps torch's defaults
+        ({"accelerator": "cpu", "precision": "32-true"}, False),
+    ],
+)
+def test_32_bits_on_a_gpu_is_ieee_float32_not_tf32(monkeypatch, settings, strict):
+    """torch lets cuDNN run float32 GRU/LSTM products in TF32 by default: a 32-bit GPU row
+    would not be the CPU's arithmetic that it is compared with. A 32-bit GPU run turns it
+    off and says so in its result; other runs leave torch's settings as they are."""
+    import torch
+
+    from bench.training.run import _compute_used, strict_fp32_on_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        config = RunConfig(model="gru4rec", dataset="ml-100k", **settings)
+        strict_fp32_on_gpu(config)
+        assert cudnn.allow_tf32 is not strict
+        assert matmul.allow_tf32 is not strict
+        assert (_compute_used(config, neural=True).get("tf32") is False) == strict
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before

@@ -74,12 +74,29 @@ def precision_of(config: RunConfig) -> str:
     return config.precision or ("bf16-mixed" if uses_gpu(config) else "32-true")
 
 
+def _full_fp32(config: RunConfig) -> bool:
+    return uses_gpu(config) and precision_of(config) in ("32-true", "32")
+
+
+def strict_fp32_on_gpu(config: RunConfig) -> None:
+    """32 bits on a GPU means IEEE float32, as on the CPU: otherwise cuDNN runs the float32
+    products of GRU/LSTM layers (and convolutions) in TF32, a 10-bit mantissa, on Ampere
+    and later GPUs (torch's default), and a 32-bit GPU row would not be the CPU's
+    arithmetic it is compared with. bf16-mixed runs keep torch's defaults."""
+    if _full_fp32(config):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def _compute_used(config: RunConfig, neural: bool) -> dict:
     """What the run computed with, as its result records it: a neural run trains on the
-    resolved accelerator in its precision; a fit runs on the CPU and trains nothing."""
+    resolved accelerator in its precision; a fit runs on the CPU and trains nothing.
+    `tf32: false` marks a 32-bit GPU run trained in IEEE float32 (`strict_fp32_on_gpu`):
+    32-bit GPU runs recorded before it let cuDNN's recurrent layers use TF32."""
     if not neural:
         return {"accelerator": "cpu"}
-    return {"accelerator": "gpu" if uses_gpu(config) else "cpu", "precision": precision_of(config)}
+    used = {"accelerator": "gpu" if uses_gpu(config) else "cpu", "precision": precision_of(config)}
+    return used | ({"tf32": False} if _full_fp32(config) else {})
 
 
 def _compute(config: RunConfig) -> dict:
@@ -737,6 +754,7 @@ def _train_neural(
     monitor = f"val/{config.monitor}"
     checkpoint, latest, stopping = _callbacks(ckpt_dir, monitor, config.patience)
     gpu = uses_gpu(config)
+    strict_fp32_on_gpu(config)
     shown = _progress_callbacks(progress, monitor, config.max_epochs)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
