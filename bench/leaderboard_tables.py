@@ -297,6 +297,11 @@ def _summarise(model: str, group: list[dict]) -> dict:
     results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
     epochs = [r.get("epochs") for r in results]
+    capped = [
+        r["seed"]
+        for r in results
+        if (r.get("training_budget") or {}).get("stopped_by") == "max_epochs"
+    ]
     mean, std, count = {}, {}, {}
     for m in (*METRICS, *EXPLORE_METRICS):
         values = [t[m] for t in test if t.get(m) is not None and not math.isnan(t[m])]
@@ -327,9 +332,10 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "gpu": trained_on_gpu(results[0]),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
-        "training": _training(results[0], epochs),
+        "training": _training(results[0], epochs_text(epochs, results)),
         "mode": _mode(results[0]),
         "epochs": epochs,
+        "capped_seeds": capped,  # ended by max_epochs, not by early stopping
         "gains": gains,
         "repeat_mask": repeat_mask,
         "test_metrics": test[0],
@@ -344,7 +350,18 @@ def _mode(result: dict) -> str:
     return (result.get("run_config") or {}).get("training", "prefixes")
 
 
-def _training(result: dict, epochs: list) -> str:
+def epochs_text(epochs: list, results: list[dict]) -> str:
+    """Epochs each seed ran, "(cap)" after a run that max_epochs ended: early stopping
+    did not end it, so the model may still have been improving."""
+    return ",".join(
+        f"{n} (cap)"
+        if (r.get("training_budget") or {}).get("stopped_by") == "max_epochs"
+        else str(n)
+        for n, r in zip(epochs, results, strict=True)
+    )
+
+
+def _training(result: dict, epochs: str) -> str:
     """How a row was trained: what its numbers depend on besides the hyperparameters."""
     run = result.get("run_config") or {}
     if result.get("epochs") == 0:
@@ -354,7 +371,7 @@ def _training(result: dict, epochs: list) -> str:
     return (
         f"{run.get('training', 'prefixes')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
         f"<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
-        f"{run.get('monitor')}, epochs {','.join(map(str, epochs))}"
+        f"{run.get('monitor')}, epochs {epochs}"
     )
 
 

@@ -18,6 +18,7 @@ from bench.leaderboard_tables import (
     METRICS,
     PRIMARY,
     SIGNIFICANCE,
+    epochs_text,
     rank_changes,
 )
 
@@ -270,13 +271,25 @@ def _coverage_line(t: dict) -> str:
         for e in t["rows"]
         if e["mode"] != "fit" and len(e["seeds"]) < SEEDS_WANTED
     ]
-    if not missing and not few:
-        return f"Every registered model has a row; every trained row has {SEEDS_WANTED} seeds."
+    capped = [
+        f"{e['name']} ({len(e['capped_seeds'])} of {len(e['seeds'])})"
+        for e in t["rows"]
+        if e.get("capped_seeds")
+    ]
     parts = []
+    if not missing and not few:
+        parts.append(
+            f"Every registered model has a row; every trained row has {SEEDS_WANTED} seeds."
+        )
     if missing:
         parts.append("Not run yet: " + ", ".join(missing) + ".")
     if few:
         parts.append(f"Fewer than {SEEDS_WANTED} seeds so far: " + ", ".join(few) + ".")
+    if capped:
+        parts.append(
+            "Ended by the epoch cap, not by early stopping (seeds), so possibly still "
+            "improving: " + ", ".join(capped) + "."
+        )
     return " ".join(parts)
 
 
@@ -444,7 +457,7 @@ def render_summary(tables: list[dict]) -> str:
                 e["name"],
                 *[_cell(e, m) for m in SUMMARY_METRICS],
                 ",".join(map(str, e["seeds"])),
-                ",".join(map(str, e["epochs"])),
+                epochs_text(e["epochs"], e["runs"]),
                 e["mode"],
                 _cell(e, "explore_ndcg@10"),
                 _vs_top(e),

@@ -50,6 +50,7 @@ def _add(
     relative=True,
     repeat_mask=None,
     explore=True,
+    stopped_by=None,
 ):
     run_id = f"{model}-{protocol}-{protocol_hash}-{fingerprint}-{seed}-{lr}"
     run_dir = tmp_path / "runs" / run_id
@@ -109,6 +110,8 @@ def _add(
         result["test_repeat_file"] = "test_repeat.npy"
     if fingerprint is not None:
         result["data_fingerprint"] = fingerprint
+    if stopped_by is not None:
+        result["training_budget"] = {"max_epochs": 50, "patience": 5, "stopped_by": stopped_by}
     if not old_keys:
         result["run_config"]["optimizer"] = "auto"
     store.add(result, kind="run")
@@ -399,3 +402,25 @@ def test_a_table_too_small_to_rank_says_it_checks_a_recipe(tmp_path, monkeypatch
     monkeypatch.undo()
     write_leaderboards(build_tables(store), tmp_path / "boards")
     assert "recipe check" not in (tmp_path / "boards" / "summary.md").read_text()
+
+
+def test_rows_that_the_epoch_cap_ended_say_so(tmp_path):
+    """A run ended by max_epochs, not by early stopping, may still have been improving:
+    its epochs carry "(cap)" and the table's coverage line names the row."""
+    store = ResultsStore(tmp_path / "results.db")
+    _add(store, tmp_path, "sasrec", 0, 0.3, quality=0.7, epochs=50, stopped_by="max_epochs")
+    _add(store, tmp_path, "sasrec", 1, 0.3, quality=0.7, epochs=31, stopped_by="patience")
+    _add(store, tmp_path, "gru4rec", 0, 0.2, quality=0.5, epochs=12, stopped_by="patience")
+    _add(store, tmp_path, "pop", 0, 0.1, quality=0.2, epochs=0)
+    tables = build_tables(store)
+    rows = {e["model"]: e for e in tables[0]["rows"]}
+    assert rows["sasrec"]["capped_seeds"] == [0] and rows["gru4rec"]["capped_seeds"] == []
+    assert rows["sasrec"]["training"].endswith("epochs 50 (cap),31")
+    write_leaderboards(tables, tmp_path / "boards")
+    summary = (tmp_path / "boards" / "summary.md").read_text()
+    assert "| 0,1 | 50 (cap),31 |" in summary and "| 0 | 12 |" in summary
+    assert (
+        "Ended by the epoch cap, not by early stopping (seeds), so possibly still improving: "
+        "sasrec (1 of 2)." in summary
+    )
+    assert "gru4rec (" not in summary.split("Ended by the epoch cap")[1].split("\n")[0]
