@@ -332,7 +332,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "gpu": trained_on_gpu(results[0]),
         "versions": results[0].get("versions", {}),
         "hyperparameters": results[0].get("hyperparameters", {}),
-        "training": _training(results[0], epochs_text(epochs, results)),
+        "training": _training(results[0], epochs_text(epochs, results), _best_epochs(results)),
         "mode": _mode(results[0]),
         "epochs": epochs,
         "capped_seeds": capped,  # ended by max_epochs, not by early stopping
@@ -361,7 +361,14 @@ def epochs_text(epochs: list, results: list[dict]) -> str:
     )
 
 
-def _training(result: dict, epochs: str) -> str:
+def _best_epochs(results: list[dict]) -> str:
+    """The epoch (from 1) of each seed's checkpoint the row tests: at or next to the last
+    epoch run, a capped run was still improving."""
+    best = [r.get("best_epoch") for r in results]
+    return ",".join("?" if b is None else str(b + 1) for b in best)  # Lightning counts from 0
+
+
+def _training(result: dict, epochs: str, best: str) -> str:
     """How a row was trained: what its numbers depend on besides the hyperparameters."""
     run = result.get("run_config") or {}
     if result.get("epochs") == 0:
@@ -371,7 +378,7 @@ def _training(result: dict, epochs: str) -> str:
     return (
         f"{run.get('training', 'prefixes')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
         f"<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
-        f"{run.get('monitor')}, epochs {epochs}"
+        f"{run.get('monitor')}, epochs {epochs}, best {best}"
     )
 
 

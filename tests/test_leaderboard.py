@@ -94,6 +94,7 @@ def _add(
             "monitor": "ndcg@10",
         },
         "epochs": epochs,
+        "best_epoch": epochs - 1 if epochs == 50 else max(epochs - 5, 0),  # counted from 0
         "train_seconds": 10.0,
         "seconds_per_epoch": 2.0 if model == "sasrec" else 1.0,
         "parameters": 1000,
@@ -284,7 +285,8 @@ def test_written_files_read_as_numbers(store, tmp_path):
     assert "0.3200 ± 0.0200" in md and "paired bootstrap" in md
     # each row says how it was trained, not only with which hyperparameters
     assert (
-        "sequences, batch 64, lr 0.001, <= 50 epochs, patience 5 on ndcg@10, epochs 12,12,12" in md
+        "sequences, batch 64, lr 0.001, <= 50 epochs, patience 5 on ndcg@10, epochs 12,12,12, "
+        "best 8,8,8" in md
     )
     pop = tables[0]["rows"][1]
     diff, (low, high) = pop["vs_top"]["diff"], pop["vs_top"]["ci"]
@@ -415,7 +417,7 @@ def test_rows_that_the_epoch_cap_ended_say_so(tmp_path):
     tables = build_tables(store)
     rows = {e["model"]: e for e in tables[0]["rows"]}
     assert rows["sasrec"]["capped_seeds"] == [0] and rows["gru4rec"]["capped_seeds"] == []
-    assert rows["sasrec"]["training"].endswith("epochs 50 (cap),31")
+    assert rows["sasrec"]["training"].endswith("epochs 50 (cap),31, best 50,27")
     write_leaderboards(tables, tmp_path / "boards")
     summary = (tmp_path / "boards" / "summary.md").read_text()
     assert "| 0,1 | 50 (cap),31 |" in summary and "| 0 | 12 |" in summary
