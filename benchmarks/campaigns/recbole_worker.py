@@ -111,6 +111,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
+    if args.resume_file:  # a path given relative to where the worker was started
+        args.resume_file = os.path.abspath(args.resume_file)
     os.chdir(args.workdir)
 
     import recbole
