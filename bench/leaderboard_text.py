@@ -28,7 +28,8 @@ DASH = "–"
 def _cell(e: dict, m: str) -> str:
     if not e["n"][m]:
         return DASH
-    if e["n"][m] == 1:  # one seed (or a deterministic model): no spread to show
+    # one seed, or a fitted model's seeds (a fit draws no random numbers): no spread to show
+    if e["n"][m] == 1 or (e["mode"] == "fit" and e["std"][m] == 0):
         return f"{e['mean'][m]:.4f}"
     return f"{e['mean'][m]:.4f} ± {e['std'][m]:.4f}"
 

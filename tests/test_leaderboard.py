@@ -381,9 +381,16 @@ def test_a_single_seed_cell_shows_no_spread():
     from bench.leaderboard_text import _cell
 
     one = {"n": {"ndcg@10": 1}, "mean": {"ndcg@10": 0.07123}, "std": {"ndcg@10": 0.0}}
+    one["mode"] = "sequences"
     three = {"n": {"ndcg@10": 3}, "mean": {"ndcg@10": 0.0743}, "std": {"ndcg@10": 0.0023}}
+    three["mode"] = "sequences"
     assert _cell(one, "ndcg@10") == "0.0712"
     assert _cell(three, "ndcg@10") == "0.0743 ± 0.0023"
+    # a fitted model's three seeds are one deterministic result; a trained model's
+    # equal seeds would still be a measured spread
+    fitted = {**three, "mode": "fit", "std": {"ndcg@10": 0.0}}
+    assert _cell(fitted, "ndcg@10") == "0.0743"
+    assert _cell({**fitted, "mode": "sequences"}, "ndcg@10") == "0.0743 ± 0.0000"
 
 
 def test_a_table_too_small_to_rank_says_it_checks_a_recipe(tmp_path, monkeypatch, store):
