@@ -323,7 +323,7 @@ def _validation_text(e: dict, curve: list | None, default: dict | None) -> str:
 
 
 def _spread(values: list[float]) -> str:
-    if len(values) < 2:
+    if len(values) < 2 or len(set(values)) == 1:  # one run, or one deterministic result
         return f"{values[0]:.4f}"
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 

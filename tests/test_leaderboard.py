@@ -391,6 +391,11 @@ def test_a_single_seed_cell_shows_no_spread():
     fitted = {**three, "mode": "fit", "std": {"ndcg@10": 0.0}}
     assert _cell(fitted, "ndcg@10") == "0.0743"
     assert _cell({**fitted, "mode": "sequences"}, "ndcg@10") == "0.0743 ± 0.0000"
+    # and the tuned rows' validation line: three equal final runs are one value
+    from bench.leaderboard_text import _spread
+
+    assert _spread([0.2877] * 3) == "0.2877"
+    assert _spread([0.15, 0.11, 0.10]) == "0.1200 ± 0.0265"
 
 
 def test_a_table_too_small_to_rank_says_it_checks_a_recipe(tmp_path, monkeypatch, store):
