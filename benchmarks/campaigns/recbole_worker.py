@@ -60,7 +60,10 @@ def main() -> None:
     # this runs in RecBole's venv, where benchmarks.campaigns.common is not importable: its
     # --smoke is spelled out here, with the same skip line
     parser.add_argument(
-        "--smoke", action="store_true", help="GRU4Rec, 2 batches, a temp workdir: a check"
+        "--smoke",
+        action="store_true",
+        help="a check: the resume of a stand-in fit (no RecBole needed), then GRU4Rec, "
+        "2 batches, a temp workdir where RecBole is installed",
     )
     parser.add_argument("--model", help="RecBole model class, e.g. GRU4Rec (required)")
     parser.add_argument("--workdir", help="cwd for RecBole's saved/ and log/ (required)")
@@ -95,9 +98,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     args = parser.parse_args()
     if args.smoke:
+        print(check_resume(tempfile.mkdtemp(prefix="recbole_resume_")))
         if importlib.util.find_spec("recbole") is None:
             print(
-                "smoke: skipped all: RecBole is not installed in this interpreter "
+                "smoke: skipped RecBole itself: not installed in this interpreter "
                 "(recbole_compare --smoke runs this worker in the RecBole venv)"
             )
             return
@@ -429,6 +433,132 @@ def fit(
         "train_examples": len(train_data._dataset),
     }
     sys.stdout.write(json.dumps(out) + "\n")
+
+
+class _StandInLoader:
+    """A train loader shuffling from its own generator, as RecBole's does."""
+
+    def __init__(self) -> None:
+        self.generator = _torch().Generator().manual_seed(0)
+        self._dataset = range(64)
+        self.x = _torch().randn(64, 8, generator=_torch().Generator().manual_seed(1))
+        self.y = self.x.sum(1, keepdim=True)
+
+    def batches(self):
+        order = _torch().randperm(64, generator=self.generator)
+        return [order[i : i + 16] for i in range(0, 64, 16)]
+
+
+class _StandInTrainer:
+    """RecBole 1.2.1's Trainer.fit loop in miniature, with the attributes `fit` reaches:
+    early stopping on a validation score (stopping_step 2), the best epoch saved to
+    `saved_model_file`, dropout from torch's global generator, a numpy draw per batch."""
+
+    def __init__(self, best_file: str, epochs: int) -> None:
+        torch = _torch()
+        torch.manual_seed(0)
+        nn = torch.nn
+        self.model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.3), nn.Linear(16, 1))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.05)
+        self.epochs, self.start_epoch, self.cur_step = epochs, 0, 0
+        self.best_valid_score, self.best_valid_result = -float("inf"), None
+        self.saved_model_file = best_file
+
+    def _train_epoch(self, data, epoch_idx, show_progress=False):
+        import numpy as np
+
+        self.model.train()
+        for rows in data.batches():
+            weight = 1.0 + np.random.rand()
+            loss = weight * ((self.model(data.x[rows]) - data.y[rows]) ** 2).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach())
+
+    def _score(self, data) -> float:
+        self.model.eval()
+        with _torch().no_grad():
+            return -float(((self.model(data.x) - data.y) ** 2).mean())
+
+    def _valid_epoch(self, data, show_progress=False):
+        score = self._score(data)
+        return score, {"score": score}
+
+    def fit(self, train_data, valid_data, saved=True, show_progress=False):
+        for epoch_idx in range(self.start_epoch, self.epochs):
+            self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
+            score, result = self._valid_epoch(valid_data, show_progress=show_progress)
+            if score >= self.best_valid_score:
+                self.best_valid_score, self.best_valid_result, self.cur_step = score, result, 0
+                _torch().save(self.model.state_dict(), self.saved_model_file)
+            else:
+                self.cur_step += 1
+                if self.cur_step > 2:
+                    break
+        return self.best_valid_score, self.best_valid_result
+
+    def evaluate(self, data, load_best_model=True, show_progress=False):
+        self.model.load_state_dict(_torch().load(self.saved_model_file))
+        return {"score": self._score(data)}
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def check_resume(workdir: str, epochs: int = 40) -> str:
+    """`--smoke`'s check of `Resume` without RecBole: a stand-in trainer's fit run once
+    straight, then again cut at every epoch (each process's deadline has passed, so it
+    trains one epoch and stops) and continued from the resume file by a fresh process
+    state (other global seeds). Both must report the same validation scores, epochs,
+    stop and test score, and end with equal weights; SystemExit says what differed."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    torch = _torch()
+
+    def one_fit(best: str, resume: str = "", deadline: float = 0.0):
+        trainer = _StandInTrainer(os.path.join(workdir, best), epochs)
+        args = argparse.Namespace(
+            model="StandIn", epochs=epochs, deadline=deadline, resume_file=resume
+        )
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            fit(trainer, _StandInLoader(), _StandInLoader(), _StandInLoader(), args, 0.0, {})
+        return trainer, json.loads(out.getvalue().splitlines()[-1])
+
+    torch.manual_seed(0), np.random.seed(0)
+    straight, whole = one_fit("straight.pth")
+    resume = os.path.join(workdir, "fit.resume.pth")
+    torch.manual_seed(0), np.random.seed(0)
+    processes = 0
+    while True:
+        processes += 1
+        cut, part = one_fit(f"cut-{processes}.pth", resume, deadline=1.0)
+        if part["stopped_by"] != "deadline":
+            break
+        torch.manual_seed(processes), np.random.seed(processes)  # a new process's numbers
+    keys = ("valid_mrr@10_per_epoch", "epochs_run", "stopped_by", "test_metrics")
+    differ = [k for k in keys if part[k] != whole[k]]
+    if part["resumed_at_epochs"] != list(range(2, processes + 1)):
+        differ.append("resumed_at_epochs")
+    if not all(
+        torch.equal(a, b)
+        for a, b in zip(straight.model.parameters(), cut.model.parameters(), strict=True)
+    ):
+        differ.append("weights")
+    if differ or os.path.exists(resume) or whole["stopped_by"] != "early stopping":
+        raise SystemExit(f"smoke: a fit continued at every epoch differs from one fit in {differ}")
+    return (
+        f"smoke: resume check: a stand-in fit cut at each of its {processes} epochs and "
+        f"continued equals one uncut fit (valid scores, early stop at epoch "
+        f"{whole['epochs_run']}, test score, weights)"
+    )
 
 
 if __name__ == "__main__":
