@@ -297,11 +297,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
     results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
     epochs = [r.get("epochs") for r in results]
-    capped = [
-        r["seed"]
-        for r in results
-        if (r.get("training_budget") or {}).get("stopped_by") == "max_epochs"
-    ]
+    capped = [r["seed"] for r in results if _capped(r)]
     mean, std, count = {}, {}, {}
     for m in (*METRICS, *EXPLORE_METRICS):
         values = [t[m] for t in test if t.get(m) is not None and not math.isnan(t[m])]
@@ -350,14 +346,16 @@ def _mode(result: dict) -> str:
     return (result.get("run_config") or {}).get("training", "prefixes")
 
 
+def _capped(result: dict) -> bool:
+    """max_epochs, not early stopping, ended the run."""
+    return (result.get("training_budget") or {}).get("stopped_by") == "max_epochs"
+
+
 def epochs_text(epochs: list, results: list[dict]) -> str:
     """Epochs each seed ran, "(cap)" after a run that max_epochs ended: early stopping
     did not end it, so the model may still have been improving."""
     return ",".join(
-        f"{n} (cap)"
-        if (r.get("training_budget") or {}).get("stopped_by") == "max_epochs"
-        else str(n)
-        for n, r in zip(epochs, results, strict=True)
+        f"{n} (cap)" if _capped(r) else str(n) for n, r in zip(epochs, results, strict=True)
     )
 
 
