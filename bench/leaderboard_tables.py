@@ -293,6 +293,19 @@ def budget_curves(per_model: dict[str, list[dict]], monitor: str = PRIMARY) -> d
     return curves
 
 
+def _seed_spread(values: list[float]) -> float:
+    """Sample standard deviation over seeds (ddof=1), as papers report seed spread.
+
+    Equal values have none: numpy's mean of three equal floats can miss them by an ulp,
+    which printed a deterministic fit's seeds as "± 0.0000" (std 1.7e-17).
+    """
+    if not values:
+        return math.nan
+    if len(values) == 1 or min(values) == max(values):
+        return 0.0
+    return float(np.std(values, ddof=1))
+
+
 def _summarise(model: str, group: list[dict]) -> dict:
     results = [g["result"] for g in sorted(group, key=lambda g: g["seed"])]
     test = [r["metrics"]["test"] for r in results]
@@ -303,8 +316,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
         values = [t[m] for t in test if t.get(m) is not None and not math.isnan(t[m])]
         count[m] = len(values)
         mean[m] = float(np.mean(values)) if values else float("nan")
-        # sample standard deviation over seeds (ddof=1), as papers report seed spread
-        std[m] = float(np.std(values, ddof=1 if len(values) > 1 else 0)) if values else math.nan
+        std[m] = _seed_spread(values)
     budget = results[0].get("budget") or {
         "trials": 0,
         "seconds": sum(r["train_seconds"] for r in results),

@@ -398,6 +398,19 @@ def test_a_single_seed_cell_shows_no_spread():
     assert _spread([0.15, 0.11, 0.10]) == "0.1200 ± 0.0265"
 
 
+def test_equal_seed_values_have_no_spread():
+    """numpy's mean of three equal floats can miss them by an ulp (std 1.7e-17 here),
+    which printed a deterministic fit's three seeds as "± 0.0000"."""
+    from bench.leaderboard_tables import _seed_spread
+
+    fitted = [0.08510881784772531] * 3  # vsknn tuned on ml-100k, seeds 0, 1, 2
+    assert np.std(fitted, ddof=1) > 0
+    assert _seed_spread(fitted) == 0.0
+    assert _seed_spread([0.07]) == 0.0
+    assert math.isnan(_seed_spread([]))
+    assert _seed_spread([0.15, 0.11, 0.10]) == pytest.approx(0.0264575, abs=1e-6)
+
+
 def test_a_table_too_small_to_rank_says_it_checks_a_recipe(tmp_path, monkeypatch, store):
     """60 test targets: the top row's 95% interval is about ±0.13 NDCG@10, so the table
     says it checks a recipe; 400 targets over 3 seeds (the store fixture) rank."""
