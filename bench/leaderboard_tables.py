@@ -385,9 +385,10 @@ def _training(result: dict, epochs: str, best: str) -> str:
         return "fit, no epochs"
     if "max_epochs" not in run:
         return "n/a"
+    at_least = f"at least {run['min_epochs']}, " if run.get("min_epochs") else ""
     return (
         f"{run.get('training', 'prefixes')}, batch {run.get('batch_size')}, lr {run.get('lr')}, "
-        f"<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
+        f"{at_least}<= {run.get('max_epochs')} epochs, patience {run.get('patience')} on "
         f"{run.get('monitor')}, epochs {epochs}, best {best}"
     )
 

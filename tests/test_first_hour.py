@@ -62,6 +62,7 @@ def test_max_time_bounds_a_run_and_is_recorded(tmp_path):
         "max_epochs": 50,
         "max_time": 2,
         "patience": 5,
+        "min_epochs": None,
         "stopped_by": "max_time",
     }
     assert result["epochs"] < 50 and "test" in result["metrics"]

@@ -270,6 +270,17 @@ def test_summary_lists_every_board_with_seeds_epochs_and_footing(store, tmp_path
     assert "Fewer than 3 seeds so far: gru4rec (1)." in gru_table
 
 
+def test_a_row_trained_with_min_epochs_says_so():
+    from bench.leaderboard_tables import _training
+
+    run = {"training": "sequences", "batch_size": 256, "lr": 0.002, "max_epochs": 40}
+    run |= {"patience": 3, "monitor": "ndcg@10"}
+    plain = _training({"run_config": run, "epochs": 24}, "24", "21")
+    waited = _training({"run_config": run | {"min_epochs": 10}, "epochs": 24}, "24", "21")
+    assert "at least" not in plain
+    assert "lr 0.002, at least 10, <= 40 epochs, patience 3" in waited
+
+
 def test_paired_bootstrap_sees_no_difference_between_equal_models():
     a = np.random.default_rng(0).random(500)
     low, high, significant = paired_bootstrap(a, a + np.random.default_rng(1).normal(0, 1e-3, 500))

@@ -185,6 +185,22 @@ def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_root, tmp_path):
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
+def test_min_epochs_holds_off_early_stopping(planted_root, tmp_path):
+    """A step size too small to change any score: patience 1 stops after the second
+    epoch, unless min_epochs asks for more (a run still on its starting plateau)."""
+    quick = {"max_epochs": 6, "patience": 1, "lr": 1e-12}
+    stopped = execute(_config(planted_root, tmp_path, "gru4rec", **quick), progress=False)
+    waited = execute(
+        _config(planted_root, tmp_path, "gru4rec", **quick, min_epochs=4), progress=False
+    )
+    assert stopped["epochs"] == 2 and stopped["training_budget"]["stopped_by"] == "patience"
+    assert waited["epochs"] == 4 and waited["best_epoch"] == 0
+    assert waited["training_budget"]["min_epochs"] == 4
+    assert waited["run_id"] != stopped["run_id"]
+    with pytest.raises(ConfigError, match="must not exceed max_epochs"):
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=3, min_epochs=4)
+
+
 def test_predict_round_trip(planted_root, tmp_path):
     result = execute(_config(planted_root, tmp_path, "gru4rec", lr=0.01), progress=False)
     runner = CliRunner()

@@ -206,11 +206,13 @@ def test_run_ids_and_tables_read_the_same_roles(role):
 
 def test_later_settings_stay_out_of_the_id_at_their_default():
     later = [name for name, i in IDENTITY.items() if i.later]
-    assert set(later) == {"training", "optimizer", "max_time", "length_buckets"}
+    assert set(later) == {"training", "optimizer", "max_time", "length_buckets", "min_epochs"}
     payload = identity(RunConfig(model="gru4rec", dataset="ml-100k"), "user-loo")
     assert not set(later) & set(payload)
     moved = identity(RunConfig(model="gru4rec", dataset="ml-100k", max_time=60), "user-loo")
     assert moved["max_time"] == 60
+    waited = identity(RunConfig(model="gru4rec", dataset="ml-100k", min_epochs=10), "user-loo")
+    assert waited["min_epochs"] == 10
 
 
 def test_identity_roles_reject_a_field_with_two_roles():

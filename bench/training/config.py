@@ -68,6 +68,11 @@ class RunConfig(pydantic.BaseModel):
     lr: Annotated[float, TRAINING] = pydantic.Field(1e-3, gt=0)
     weight_decay: Annotated[float, TRAINING] = pydantic.Field(0.0, ge=0)
     patience: Annotated[int, BUDGET] = pydantic.Field(5, ge=1)
+    # no early stop before this many epochs: a full softmax over tens of thousands of
+    # items can sit at its starting loss for several epochs (gru4rec on Taobao, seed 2:
+    # stopped by patience 3 at epoch 6, just before the loss began to fall), and patience
+    # counted from that plateau ends a run that has not begun to learn
+    min_epochs: Annotated[int | None, BUDGET_LATER] = pydantic.Field(None, ge=1)
     monitor: Annotated[str, TRAINING] = "ndcg@10"
     loss: Annotated[Literal["auto", "full", "sampled"], TRAINING] = "auto"
     n_negatives: Annotated[int, TRAINING] = pydantic.Field(8192, ge=1)
@@ -139,6 +144,14 @@ class RunConfig(pydantic.BaseModel):
             return cls._duration(float(parts[0]))
         units = (1, 60, 3600, 86400)
         return sum(int(p) * u for p, u in zip(reversed(parts), units, strict=False))
+
+    @pydantic.field_validator("min_epochs")
+    @classmethod
+    def _within_max_epochs(cls, value: int | None, info: pydantic.ValidationInfo):
+        top = info.data.get("max_epochs")  # validated before it (field order)
+        if value is not None and top is not None and value > top:
+            raise ValueError(f"must not exceed max_epochs ({top})")
+        return value
 
     @pydantic.field_validator("accelerator")
     @classmethod

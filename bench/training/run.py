@@ -758,6 +758,7 @@ def _train_neural(
     shown = _progress_callbacks(progress, monitor, config.max_epochs)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
+        min_epochs=config.min_epochs,  # early stopping waits for it
         max_time=dt.timedelta(seconds=config.max_time) if config.max_time else None,
         accelerator=config.accelerator,
         devices=config.devices,
@@ -805,6 +806,7 @@ def _train_neural(
             "max_epochs": config.max_epochs,
             "max_time": config.max_time,
             "patience": config.patience,
+            "min_epochs": config.min_epochs,
             "stopped_by": stopped_by,
         },
         "train_seconds": train_seconds,

@@ -48,6 +48,7 @@ def run_config(args: argparse.Namespace, dataset: str, model: str, seed: int):
         "seed": seed,
         "max_epochs": args.max_epochs,
         "patience": args.patience,
+        "min_epochs": args.min_epochs,
         "max_time": args.max_time,
         "batch_size": args.batch_size,
         "threads": 1,
@@ -171,6 +172,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument(
+        "--min-epochs",
+        type=int,
+        default=None,
+        help="no early stop before this many epochs (default: none); recorded, in the run id",
+    )
     p.add_argument(
         "--max-time",
         default=None,
