@@ -207,12 +207,19 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         self._tpe.reseed_rng()
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """The pruner that stops trials on per-epoch validation scores (neural models only)."""
+def make_pruner(name: str, min_epochs: int | None = None) -> optuna.pruners.BasePruner:
+    """The pruner that stops trials on per-epoch validation scores (neural models only).
+
+    It judges a trial no earlier than early stopping may (`min_epochs`): a trial still on
+    its starting plateau would be pruned against trials that left theirs sooner.
+    """
+    # a trial reports epoch e (from 0) after e + 1 epochs; early stopping may end it
+    # after min_epochs, so the first step a pruner may cut at is min_epochs - 1
+    first = max(1, (min_epochs or 0) - 1)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource="auto")
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(
@@ -250,7 +257,7 @@ def open_study(opts: SweepOptions, storage=None) -> optuna.Study:
         direction="maximize",
         load_if_exists=True,
         sampler=TrialSeededTPE(name, n_startup_trials=5),
-        pruner=make_pruner(opts.pruner),
+        pruner=make_pruner(opts.pruner, opts.run.min_epochs),
     )
     with warnings.catch_warnings():  # the dashboard's objective axis; "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

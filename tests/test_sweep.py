@@ -905,3 +905,28 @@ def test_automl_tunes_every_model_on_the_same_budget_and_writes_the_leaderboard(
     names = sorted(optuna.get_all_study_names(storage=storage))
     assert names == ["pop-custom-user-loo-any", "sknn-custom-user-loo-any"]
     assert not list((tmp_path / "runs").rglob("wandb"))  # --no-wandb means no W&B files
+
+
+def test_the_pruner_waits_for_min_epochs():
+    """A trial on its starting plateau is not pruned before early stopping could end it:
+    at epoch 6 it is far below three finished trials, and only the pruner built without
+    min_epochs cuts it there."""
+    from bench.sweep import make_pruner
+
+    def plateau_is_pruned(pruner) -> bool:
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for _ in range(3):
+            done = study.ask()
+            for epoch in range(8):
+                done.report(0.05 + 0.001 * epoch, epoch)
+            study.tell(done, 0.06)
+        slow = study.ask()
+        for epoch in range(6):  # epochs 1-6 of a run that leaves its plateau at 8
+            slow.report(0.003, epoch)
+        return slow.should_prune()
+
+    assert plateau_is_pruned(make_pruner("median"))
+    assert not plateau_is_pruned(make_pruner("median", min_epochs=10))
+    assert make_pruner("median", min_epochs=1)._n_warmup_steps == 1  # as without it
+    # Hyperband's first rung, where it first compares trials, moves to the same epoch
+    assert make_pruner("hyperband", min_epochs=10)._min_resource == 9
