@@ -36,6 +36,7 @@ from bench.leaderboard_tables import (
     PRIMARY,
     SIGNIFICANCE,
     _quantiles,
+    run_seconds,
 )
 from bench.leaderboard_text import (
     DASH,
@@ -482,8 +483,7 @@ def _interval(e: dict) -> tuple[float, float] | None:
 
 def _cost(e: dict) -> tuple[float, float, float]:
     """Training wall seconds per seed: mean, and the lowest and highest seed."""
-    seconds = [r.get("train_seconds") for r in e.get("runs") or []]
-    seconds = [s for s in seconds if s is not None] or [e["train_seconds"]]
+    seconds = [run_seconds(r) for r in e.get("runs") or []] or [e["train_seconds"]]
     floor = 1e-2  # a log axis: a fit of a few milliseconds is drawn at 0.01 s
     return max(float(np.mean(seconds)), floor), max(min(seconds), floor), max(max(seconds), floor)
 

@@ -293,6 +293,20 @@ def budget_curves(per_model: dict[str, list[dict]], monitor: str = PRIMARY) -> d
     return curves
 
 
+def run_seconds(result: dict) -> float:
+    """A run's training seconds. A run resumed from a checkpoint older than the training
+    clock knows the seconds of its later epochs only (`train_seconds_from_epoch`); its
+    whole run is estimated at its measured seconds per epoch, which `estimated_seconds`
+    lets a table mark."""
+    if estimated_seconds(result):
+        return result["seconds_per_epoch"] * result["epochs"]
+    return result.get("train_seconds") or 0.0
+
+
+def estimated_seconds(result: dict) -> bool:
+    return bool(result.get("train_seconds_from_epoch"))
+
+
 def _seed_spread(values: list[float]) -> float:
     """Sample standard deviation over seeds (ddof=1), as papers report seed spread.
 
@@ -319,7 +333,8 @@ def _summarise(model: str, group: list[dict]) -> dict:
         std[m] = _seed_spread(values)
     budget = results[0].get("budget") or {
         "trials": 0,
-        "seconds": sum(r["train_seconds"] for r in results),
+        "seconds": sum(run_seconds(r) for r in results),
+        "estimated": any(estimated_seconds(r) for r in results),
     }
     gains, repeat_mask = _per_target(group)
     tuned = group[0]["kind"] == "final"
@@ -333,7 +348,7 @@ def _summarise(model: str, group: list[dict]) -> dict:
         "std": std,
         "n": count,
         "seconds_per_epoch": float(np.mean([r.get("seconds_per_epoch") or 0 for r in results])),
-        "train_seconds": float(np.mean([r.get("train_seconds") or 0 for r in results])),
+        "train_seconds": float(np.mean([run_seconds(r) for r in results])),
         "budget": budget,
         "parameters": results[0].get("parameters", 0),
         "hardware": results[0].get("hardware", {}),

@@ -94,7 +94,8 @@ def _budget_cell(budget: dict) -> str:
     """What tuning cost against what it was given: trials, wall and CPU seconds, and what
     ended the search (rows tuned before CPU time was recorded show what they have)."""
     if not budget.get("trials"):
-        return f"untuned, {budget.get('seconds', 0):.0f} s"
+        about = "~" if budget.get("estimated") else ""  # a resumed run's earlier epochs
+        return f"untuned, {about}{budget.get('seconds', 0):.0f} s"
 
     def of(spent: float, given) -> str:
         return f"{spent:.0f}" + (f" of {given:.0f}" if given else "")

@@ -270,6 +270,20 @@ def test_summary_lists_every_board_with_seeds_epochs_and_footing(store, tmp_path
     assert "Fewer than 3 seeds so far: gru4rec (1)." in gru_table
 
 
+def test_a_run_resumed_from_an_older_checkpoint_is_costed_per_epoch():
+    """train_seconds of a run resumed from a checkpoint without the training clock covers
+    its later epochs only: the table estimates the whole run and marks it."""
+    from bench.leaderboard_tables import run_seconds
+    from bench.leaderboard_text import _budget_cell
+
+    whole = {"train_seconds": 900.0, "seconds_per_epoch": 24.3, "epochs": 37}
+    resumed = whole | {"train_seconds_from_epoch": 26, "seconds_per_epoch": 900.0 / 11}
+    assert run_seconds(whole) == 900.0
+    assert run_seconds(resumed) == pytest.approx(900.0 / 11 * 37)
+    assert _budget_cell({"trials": 0, "seconds": 3027.3, "estimated": True}) == "untuned, ~3027 s"
+    assert _budget_cell({"trials": 0, "seconds": 900.0}) == "untuned, 900 s"
+
+
 def test_a_row_trained_with_min_epochs_says_so():
     from bench.leaderboard_tables import _training
 

@@ -2,6 +2,7 @@
 results, predict, and clear errors for bad configurations."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -183,6 +184,37 @@ def test_last_checkpoint_is_the_last_epoch_not_the_best(planted_root, tmp_path):
     assert result["best_epoch"] == 0
     assert torch.load(ckpts / "best.ckpt", weights_only=True)["epoch"] == 0
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_a_continued_run_counts_the_seconds_of_its_earlier_epochs(planted_root, tmp_path):
+    """train_seconds is every epoch's, not the last process's: three epochs continued
+    to four took more than the three, which the checkpoint carries."""
+    quick = {"patience": 10, "lr": 1e-12}
+    first = execute(
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=3, **quick), progress=False
+    )
+    last = tmp_path / "runs" / first["run_id"] / "checkpoints" / "last.ckpt"
+    carried = torch.load(last, weights_only=True)["callbacks"]["TrainingClock"]["seconds"]
+    assert 0 < carried <= first["train_seconds"]
+    more = execute(
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=4, resume=True, **quick),
+        progress=False,
+    )
+    assert more["continued_from"] == first["run_id"] and more["epochs"] == 4
+    assert more["train_seconds"] > carried  # the fourth epoch alone took about a third
+    assert more["seconds_per_epoch"] == pytest.approx(more["train_seconds"] / 4)
+    assert more["train_seconds_from_epoch"] == 0
+    # a checkpoint written before the clock existed: the seconds cover the new epoch only
+    old = torch.load(last, weights_only=True)
+    del old["callbacks"]["TrainingClock"]
+    torch.save(old, last)
+    shutil.rmtree(tmp_path / "runs" / more["run_id"])
+    again = execute(
+        _config(planted_root, tmp_path, "gru4rec", max_epochs=4, resume=True, **quick),
+        progress=False,
+    )
+    assert again["train_seconds_from_epoch"] == 3 and again["train_seconds"] < carried
+    assert again["seconds_per_epoch"] == pytest.approx(again["train_seconds"])
 
 
 def test_min_epochs_holds_off_early_stopping(planted_root, tmp_path):
