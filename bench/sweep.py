@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from bench.errors import BenchError, ConfigError
@@ -188,6 +189,12 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials)
 
     def before_trial(self, study, trial) -> None:
+        # The trial is RUNNING from here, but Optuna records its first heartbeat only once
+        # the objective starts, after TPE has sampled (half a second and more): a worker
+        # killed in between left a trial no heartbeat check could find stale, and every
+        # later worker waited on it for ever. Its first heartbeat is recorded now.
+        if is_heartbeat_enabled(study._storage):
+            study._storage.record_heartbeat(trial._trial_id)
         self._tpe = self._make(trial_seed(self.study_name, trial.number))
         self._tpe.before_trial(study, trial)
 

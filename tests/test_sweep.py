@@ -930,3 +930,19 @@ def test_the_pruner_waits_for_min_epochs():
     assert make_pruner("median", min_epochs=1)._n_warmup_steps == 1  # as without it
     # Hyperband's first rung, where it first compares trials, moves to the same epoch
     assert make_pruner("hyperband", min_epochs=10)._min_resource == 9
+
+
+def test_a_trial_has_a_heartbeat_from_the_moment_it_is_asked_for(tmp_path):
+    """A worker killed while TPE samples (before the objective runs) must leave a trial
+    that the heartbeat check finds stale; one with no heartbeat at all stayed RUNNING for
+    ever, and the continued sweep waited on it (seen: an interrupted-sweep test hung)."""
+    from bench.sweep import TrialSeededTPE
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'beat.db'}", heartbeat_interval=1, grace_period=1
+    )
+    study = optuna.create_study(storage=storage, sampler=TrialSeededTPE("beat"))
+    asked = study.ask()  # a worker that dies here never reaches its objective
+    time.sleep(2.5)  # heartbeats are stored to the second
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[asked.number].state == TrialState.FAIL
