@@ -634,7 +634,7 @@ def _several_processes(config: RunConfig) -> bool:
     return str(config.devices) not in ("1", "auto") or "ddp" in config.strategy
 
 
-def _callbacks(ckpt_dir: Path, monitor: str, patience: int):
+def _callbacks(ckpt_dir: Path, monitor: str, patience: int, min_epochs: int | None = None):
     """best.ckpt, last.ckpt and early stopping, restorable from a moved or copied run
     folder and with the patience of this run (a continued run may raise it)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -656,9 +656,28 @@ def _callbacks(ckpt_dir: Path, monitor: str, patience: int):
             super().load_state_dict(state)
 
     class BudgetedEarlyStopping(EarlyStopping):
+        """Early stopping that stops no run before `min_epochs`. Lightning's own
+        `Trainer(min_epochs)` only defers a stop decided earlier: a run that waited out its
+        patience on its starting plateau, then improved every epoch, still stopped at
+        min_epochs. Here patience counts as always, and the stop is simply not taken
+        before min_epochs; it is taken after only if patience is still exhausted then."""
+
+        epochs_done = 0
+
         def load_state_dict(self, state_dict: dict) -> None:
             super().load_state_dict(state_dict)
             self.patience = patience  # this run's, not the checkpoint's
+
+        def _run_early_stopping_check(self, trainer) -> None:
+            self.epochs_done = trainer.current_epoch + 1
+            super()._run_early_stopping_check(trainer)
+
+        def _evaluate_stopping_criteria(self, current):
+            stop, reason = super()._evaluate_stopping_criteria(current)
+            early = min_epochs is not None and self.epochs_done < min_epochs
+            if stop and early and torch.isfinite(current):  # a NaN score stops at once
+                return False, None
+            return stop, reason
 
     best = FolderCheckpoint(
         dirpath=ckpt_dir,
@@ -795,14 +814,13 @@ def _train_neural(
         sparse_allowed=not _several_processes(config),
     )
     monitor = f"val/{config.monitor}"
-    checkpoint, latest, stopping = _callbacks(ckpt_dir, monitor, config.patience)
+    checkpoint, latest, stopping = _callbacks(ckpt_dir, monitor, config.patience, config.min_epochs)
     gpu = uses_gpu(config)
     strict_fp32_on_gpu(config)
     shown = _progress_callbacks(progress, monitor, config.max_epochs)
     clock = _training_clock()
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
-        min_epochs=config.min_epochs,  # early stopping waits for it
         max_time=dt.timedelta(seconds=config.max_time) if config.max_time else None,
         accelerator=config.accelerator,
         devices=config.devices,
