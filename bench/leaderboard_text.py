@@ -18,6 +18,7 @@ from bench.leaderboard_tables import (
     METRICS,
     PRIMARY,
     SIGNIFICANCE,
+    _seed_spread,
     epochs_text,
     rank_changes,
 )
@@ -324,9 +325,10 @@ def _validation_text(e: dict, curve: list | None, default: dict | None) -> str:
 
 
 def _spread(values: list[float]) -> str:
-    if len(values) < 2 or len(set(values)) == 1:  # one run, or one deterministic result
+    spread = _seed_spread(values)
+    if not spread:  # one run, or one deterministic result
         return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    return f"{np.mean(values):.4f} ± {spread:.4f}"
 
 
 def _tuned_lines(t: dict) -> list[str]:
