@@ -677,11 +677,12 @@ def evaluate_cmd(
 # ---------------------------------------------------------------- sweeps, boards
 
 
-def _sweep_common(given: dict, model: str, *, check: bool = True) -> tuple:
+def _sweep_common(given: dict, model: str, *, automl: bool = False) -> tuple:
     """What `bench sweep` and `bench automl` share, read from the command's own arguments
     (its `locals()`): the run settings every trial shares, as a RunConfig of `model`, and
-    the search options (storage, results store, budget, pruner). Without `check` the
-    settings are not checked against `model` (automl checks them for each of its models)."""
+    the search options (storage, results store, budget, pruner). For `automl` the settings
+    are shared by many models (training=sequences holds where a model allows it) and are
+    not checked against `model` here (automl checks every model's before any work)."""
     from bench.training.config import RUN_KEYS, load_config_file, resolve
 
     file_values = load_config_file(given["config"]) if given["config"] else {}
@@ -713,7 +714,7 @@ def _sweep_common(given: dict, model: str, *, check: bool = True) -> tuple:
         "wandb": None if "wandb" in {**file_values, **assignments} else given["wandb"],
         "adapter_options": parse_assignments(given["options"], "--option"),
     }
-    run = resolve(file_values, assignments, flags, check=check)
+    run = resolve(file_values, assignments, flags, check=not automl, shared_training=automl)
     return run, {
         "storage": given["storage"],
         "results": given["results"],
@@ -891,9 +892,17 @@ def automl_cmd(
         raise ConfigError(
             "--models names no model", option="--models", hint="e.g. --models gru4rec,sknn"
         )
-    run, common = _sweep_common(locals(), names[0], check=False)
+    given = locals()
+    # each model's own run settings: its default training mode and that mode's defaults
+    resolved = [_sweep_common(given, name, automl=True) for name in names]
+    common = resolved[0][1]
     outcome = automl(
-        run, names, trials=trials, seeds=seeds, leaderboard_dir=out, timeout=timeout, **common
+        [run for run, _ in resolved],
+        trials=trials,
+        seeds=seeds,
+        leaderboard_dir=out,
+        timeout=timeout,
+        **common,
     )
     for path in outcome["files"]:
         Console().print(f"wrote {escape(path)}")

@@ -34,7 +34,7 @@ from bench.errors import BenchError, ConfigError
 from bench.models.registry import build_config, get_model_class
 from bench.paths import check_name
 from bench.results import ResultsStore
-from bench.training.config import RunConfig, check_settings, training_for
+from bench.training.config import RunConfig, check_settings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_STORAGE = "runs/optuna.db"
@@ -972,24 +972,19 @@ def _record_budget(store: ResultsStore, row: dict, budget: dict) -> None:
 
 
 def automl(
-    run: RunConfig,
-    models: list[str],
+    runs: list[RunConfig],
     *,
     trials: int,
     seeds: int = 3,
     leaderboard_dir: str | Path = "leaderboards",
     **common,
 ) -> dict:
-    """The same tuning budget for every model, then the data set's leaderboard. `run`
-    holds the data set and the settings every sweep shares; its model is each of
-    `models` in turn."""
+    """The same tuning budget for every model, then the data set's leaderboard. `runs`
+    holds one RunConfig per model, of one data set and protocol: the settings each
+    model's sweep shares (`training.config.resolve(..., shared_training=True)`)."""
     from bench.leaderboard import build_tables, write_leaderboards
-    from bench.models.registry import list_models
 
-    if models == ["all"]:
-        models = list_models()
-    # training=sequences holds for the models that allow it, prefixes for the rest
-    runs = [run.updated(model=name, training=training_for(name, run.training)) for name in models]
+    run = runs[0]
     for each in runs:
         check_settings(each)  # unknown names or settings fail before any work starts
     outcomes = {

@@ -100,6 +100,11 @@ class SequenceModel(nn.Module):
     # True when output j depends only on events 0..j (`encode_positions`), so a whole
     # window trains at once (`training="sequences"`, see datamodule.WindowSet).
     trains_on_sequences: ClassVar[bool] = False
+    # The mode a run trains in when its settings name none. "sequences" only where whole
+    # windows reached prefix training's test accuracy on ml-100k and diginetica-dynamicrec
+    # (BENCHMARKS.md "Is whole-sequence training the default?"); it brings that mode's
+    # batch, learning rate and budget (training.config.MODE_DEFAULTS).
+    default_training: ClassVar[str] = "prefixes"
 
     def __init__(self, config: ModelConfig, spec: DataSpec) -> None:
         super().__init__()

@@ -14,6 +14,10 @@ def _check_model(cls: type) -> None:
     for attr in ("name", "family", "paper", "Config"):
         if not hasattr(cls, attr):
             raise TypeError(f"model class {cls.__name__} lacks {attr}")
+    if getattr(cls, "default_training", "prefixes") == "sequences" and not getattr(
+        cls, "trains_on_sequences", False
+    ):
+        raise TypeError(f"model class {cls.__name__} defaults to sequences it cannot train on")
 
 
 MODELS: Registry[type] = Registry(

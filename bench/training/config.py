@@ -181,6 +181,32 @@ class RunConfig(pydantic.BaseModel):
         return value
 
 
+# What a training mode brings where the settings leave it out. A batch of 64 windows holds
+# up to 3,200 targets where one of 256 prefixes holds 256, and an epoch takes a tenth of
+# the optimiser steps, so sequences train with the recipe measured on ml-100k (batch 64,
+# lr 2e-3, patience 10, at most 150 epochs; BENCHMARKS.md "Training on whole sequences").
+# Prefixes keep RunConfig's own defaults, so no published run changes its id.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "prefixes": {},
+    "sequences": {"batch_size": 64, "lr": 2e-3, "patience": 10, "max_epochs": 150},
+}
+
+
+def _with_mode_defaults(merged: dict[str, Any], shared_training: bool) -> dict[str, Any]:
+    """`merged` with the training mode filled in (the model's `default_training` when none
+    is given) and the defaults of that mode for the settings it leaves out. With
+    `shared_training` a mode given for many models at once (automl) means, for a model
+    that reads whole histories, prefixes (`training_for`)."""
+    try:
+        model_cls = get_model_class(merged.get("model"))
+    except ConfigError:
+        return merged  # an unknown model: check_settings names it
+    training = merged.get("training") or getattr(model_cls, "default_training", "prefixes")
+    if shared_training and getattr(model_cls, "trains_on_sequences", False) is False:
+        training = "prefixes"
+    return {**MODE_DEFAULTS.get(training, {}), **merged, "training": training}
+
+
 def training_for(model: str, wanted: str) -> str:
     """`wanted`, or prefixes for a model that reads each history as a whole: what a
     setting shared by many models (a campaign's, an automl's) means for each of them."""
@@ -292,9 +318,19 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-def resolve(file_values: dict, assignments: dict, flags: dict, *, check: bool = True) -> RunConfig:
-    """Merge file < --set < explicit flags, route keys to run / model / protocol, validate
-    (the values, and with `check` the settings against the model: `check_settings`)."""
+def resolve(
+    file_values: dict,
+    assignments: dict,
+    flags: dict,
+    *,
+    check: bool = True,
+    shared_training: bool = False,
+) -> RunConfig:
+    """Merge file < --set < explicit flags < the model's training mode and that mode's
+    defaults (`MODE_DEFAULTS`, for what is left out), route keys to run / model / protocol,
+    validate (the values, and with `check` the settings against the model:
+    `check_settings`). `shared_training`: settings given to many models at once, where
+    training=sequences holds for the models that allow it."""
     merged: dict[str, Any] = {}
     params: dict[str, Any] = dict(file_values.pop("params", None) or {})
     protocol_params: dict[str, Any] = dict(file_values.pop("protocol_params", None) or {})
@@ -311,6 +347,7 @@ def resolve(file_values: dict, assignments: dict, flags: dict, *, check: bool = 
             else:
                 params[key] = value  # a bare model hyperparameter; checked below
     merged.update({k: v for k, v in flags.items() if v is not None})
+    merged = _with_mode_defaults(merged, shared_training)
     try:
         config = RunConfig(
             **merged,
