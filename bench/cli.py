@@ -409,17 +409,29 @@ def _print_metrics(title: str, metrics: dict) -> None:
 def models_list(
     pattern: Annotated[str, typer.Argument(help="Shell-style name pattern.")] = "*",
 ) -> None:
-    """List the registered models: name, family, paper and default hyperparameters."""
+    """List the registered models: name, family, paper, default training mode (the other
+    mode it allows in brackets; fitted models have none) and default hyperparameters."""
     from bench.models import get_model_class, list_models
 
     table = Table(title="models")
-    for column in ("name", "family", "paper", "defaults"):
+    for column in ("name", "family", "paper", "training", "defaults"):
         table.add_column(column, overflow="fold")
     for name in list_models(pattern):
         cls = get_model_class(name)
         defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults().items())
-        table.add_row(name, cls.family, cls.paper, escape(defaults))
+        table.add_row(name, cls.family, cls.paper, _training_modes(cls), escape(defaults))
     Console().print(table)
+
+
+def _training_modes(cls: type) -> str:
+    """'sequences (or prefixes)', 'prefixes (or sequences)', 'prefixes' or 'fitted'."""
+    mode = getattr(cls, "default_training", None)
+    if mode is None:
+        return "fitted"
+    if not getattr(cls, "trains_on_sequences", False):
+        return mode
+    other = "prefixes" if mode == "sequences" else "sequences"
+    return f"{mode} [dim](or {other})[/]"
 
 
 @app.command(

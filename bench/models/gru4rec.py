@@ -8,6 +8,11 @@ Laid out as RecBole's GRU4Rec (item embedding, dropout, GRU, dense layer back to
 embedding size, state at the last real event), trained with the suite's full softmax
 cross-entropy over the tied item table. Histories are left-aligned, so padding sits
 after the last real event and never reaches the state read at `lengths - 1`.
+
+It trains on whole sequences by default (a loss at every position of a window, batch 64,
+lr 2e-3): on ml-100k that reached test NDCG@10 0.0743 ± 0.0023 (3 seeds) against 0.0699
+on prefixes, at 6.6 instead of 36.5 CPU s an epoch, and on diginetica-dynamicrec 0.2138
+against 0.2028 in 10 epochs (BENCHMARKS.md "Is whole-sequence training the default?").
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class GRU4Rec(SequenceModel):
 
     cell: type[nn.RNNBase] = nn.GRU  # the LSTM baseline swaps the cell, nothing else
     trains_on_sequences = True
+    default_training = "sequences"
 
     def __init__(self, config: GRU4Rec.Config, spec: DataSpec) -> None:
         super().__init__(config, spec)
