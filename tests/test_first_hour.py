@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.training.config import RunConfig
+from bench.training.config import RunConfig, resolve
 from bench.training.run import BUDGET_KEYS, _without_budget, identity, run_id_for
 
 torch.set_num_threads(1)
@@ -58,10 +58,11 @@ def test_max_time_bounds_a_run_and_is_recorded(tmp_path):
     (path,) = (tmp_path / "runs").glob("*/result.json")
     result = json.loads(path.read_text())
     assert result["run_config"]["max_time"] == 2
+    default_patience = resolve({}, {}, {"model": "gru4rec", "dataset": "ml-100k"}).patience
     assert result["training_budget"] == {
         "max_epochs": 50,
         "max_time": 2,
-        "patience": 5,
+        "patience": default_patience,  # the model's training mode's
         "min_epochs": None,
         "stopped_by": "max_time",
     }

@@ -206,7 +206,7 @@ def test_resume_says_what_it_resumes_from(tmp_path, data_dir, capsys):
 
 def test_resume_with_nothing_to_resume_names_the_nearest_run(tmp_path, data_dir):
     runs = tmp_path / "runs"
-    execute(config(data_dir, runs, "gru4rec"), progress=False)
+    execute(config(data_dir, runs, "gru4rec", lr=0.001), progress=False)
     with pytest.raises(ConfigError, match=r"nothing to resume.*lr: 0.001 -> 0.005"):
         execute(config(data_dir, runs, "gru4rec", lr=0.005, resume=True), progress=False)
 
