@@ -182,9 +182,11 @@ def _store_of(results: str | Path | ResultsStore | None) -> ResultsStore | None:
 
 def repeats(run_dir: Path, config: RunConfig) -> dict | None:
     """The identity of `config` when the finished run in `run_dir` already computed it,
-    else None. Training on the CPU is deterministic (a sweep's final run at its best
-    trial's seed has matched that trial to the last digit); a fit draws no random
-    numbers, so its seed does not count. GPU kernels are not bitwise repeatable."""
+    else None. Training on one type of CPU is deterministic (a sweep's final run at its
+    best trial's seed has matched that trial to the last digit; another CPU type's float
+    kernels differ, so the same run there is another sample of that seed's noise); a fit
+    draws no random numbers, so its seed does not count. GPU kernels are not bitwise
+    repeatable."""
     found = _read_identity(run_dir)
     if found is None or not (run_dir / "result.json").is_file() or uses_gpu(config):
         return None
