@@ -102,9 +102,17 @@ class ResultsStore:
         self.engine = engine_for(url)
 
     def add(
-        self, result: dict, *, kind: str = "run", study: str | None = None, trial: int | None = None
+        self,
+        result: dict,
+        *,
+        kind: str = "run",
+        study: str | None = None,
+        trial: int | None = None,
+        created_at: float | None = None,
     ) -> None:
-        """Insert one row; writing the same (run, kind, study, trial) twice keeps one row."""
+        """Insert one row; writing the same (run, kind, study, trial) twice keeps one row.
+        `created_at`: when the row was first made (a row carried from an archive keeps its
+        own), else now."""
         row = {
             "run_id": result["run_id"],
             "kind": kind,
@@ -117,7 +125,7 @@ class ResultsStore:
             "protocol_hash": result["protocol_hash"],
             "target": result.get("target", "any"),
             "seed": int(result["seed"]),
-            "created_at": time.time(),
+            "created_at": time.time() if created_at is None else created_at,
             "result": json.dumps(result, default=str),
         }
         for attempt in range(20):

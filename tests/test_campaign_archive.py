@@ -81,6 +81,23 @@ def test_pack_then_unpack_gives_the_same_tables_and_nothing_twice(store, tmp_pat
     assert saved["test_rr_file"] == "test_rr.npy"
 
 
+def test_a_repack_on_another_machine_rewrites_no_row(store, tmp_path):
+    """The committed archive changes only where the campaign did: rows unpacked elsewhere
+    keep their creation times, so packing them again gives the same lines."""
+    archive, again = tmp_path / "archive", tmp_path / "again"
+    pack(store, archive)
+    fresh = str(tmp_path / "fresh" / "results.db")
+    unpack(archive, fresh, tmp_path / "fresh" / "cite")
+    pack(fresh, again)
+    first = [json.loads(line) for line in (archive / "results.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (again / "results.jsonl").read_text().splitlines()]
+    assert [r["created_at"] for r in second] == [r["created_at"] for r in first]
+    for a, b in zip(first, second, strict=True):  # only where the files now lie differs
+        for row in (a, b):
+            row["result"].pop("run_dir")
+        assert a == b
+
+
 def test_sweep_runs_of_two_studies_keep_their_own_ranks(store, tmp_path):
     """Sweeps name their runs within a study (final-t0-s0 in every study): each study's
     rank files come back to its own folder, and trials carry no rank files."""

@@ -108,7 +108,13 @@ def unpack(archive: Path, results: str, runs_dir: Path) -> int:
                         result[key] = name
         result["run_dir"] = str(folder)
         (folder / "result.json").write_text(json.dumps(result, indent=2, default=str))
-        store.add(result, kind=row["kind"], study=row["study"], trial=row["trial"])
+        store.add(
+            result,
+            kind=row["kind"],
+            study=row["study"],
+            trial=row["trial"],
+            created_at=row.get("created_at"),  # so a repack elsewhere rewrites no row
+        )
         added += 1
     return added
 
