@@ -85,7 +85,8 @@ def test_every_model_resolves_to_its_modes_settings(model):
 
 def test_the_shipped_defaults_are_the_measured_ones():
     """Sequences only where BENCHMARKS.md shows them at prefix accuracy on ml-100k and
-    diginetica-dynamicrec: gru4rec and sasrec; not lstm nor narm (lower on ml-100k)."""
+    diginetica-dynamicrec: gru4rec and sasrec; not narm nor bert4rec (lower on ml-100k),
+    nor lstm (undecided)."""
     modes = {m: getattr(get_model_class(m), "default_training", None) for m in list_models()}
     assert {m for m, mode in modes.items() if mode == "sequences"} == SHIPPED_ON_SEQUENCES
 
