@@ -107,6 +107,8 @@ def _budget_cell(budget: dict) -> str:
         text += f", {of(budget['cpu_seconds'], budget.get('requested_cpu_seconds'))} CPU s"
     if budget.get("stopped_by"):
         text += f", stopped by {STOP_TEXT.get(budget['stopped_by'], budget['stopped_by'])}"
+    if budget.get("best_cut_by_budget"):
+        text += " (its best trial's training ended by the CPU budget, at its best epoch so far)"
     return text
 
 

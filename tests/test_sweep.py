@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.datasets.prepare import prepare
 from bench.errors import ConfigError
+from bench.leaderboard_text import _budget_cell
 from bench.models.pop import Pop
 from bench.results import ResultsStore
 from bench.sweep import (
@@ -554,33 +555,77 @@ def test_final_runs_the_best_trial_already_computed_are_not_trained_again(plante
 
 @pytest.mark.slow
 def test_the_cpu_budget_ends_a_trial_that_outlasts_it(planted, tmp_path, monkeypatch):
-    """Trial 1 repeats trial 0's configuration with half of trial 0's CPU seconds left:
-    it is ended when they run out, as a pruned trial, after fewer epochs than trial 0
-    trained, instead of finishing and passing the budget by half a trial. The first
-    trial of a study is never cut, though it alone spends more than the budget."""
+    """A study's first trial, given half the CPU seconds its training takes, stops
+    training when they run out and completes with its best epoch's validation score,
+    marked: the search ends near its budget and with a score. A later trial given half a
+    trial's seconds is ended as pruned, after fewer epochs than a whole trial trains."""
     import bench.sweep
 
     monkeypatch.setattr(bench.sweep, "BUDGET_CHECK_SECONDS", 0.0)
     run = {"max_epochs": 16, "patience": 16}
     params = {"embedding_dim": 64, "hidden_size": 64, "num_layers": 1, "dropout": 0.1}
+    whole = _opts(planted, tmp_path, trials=1, run=run, pruner="none", study="gru-whole")
+    study = open_study(whole)
+    study.enqueue_trial(params | {"lr": 0.002})
+    study.optimize(make_objective(whole, whole.study, ResultsStore(whole.results)), n_trials=1)
+    (full,) = study.trials
+    assert len(full.intermediate_values) == run["max_epochs"]
+    full_cpu = full.user_attrs["cpu_seconds"]
+
     opts = _opts(
-        planted, tmp_path, trials=2, run=run, pruner="none", cpu_seconds=0.1, study="gru-cut"
+        planted,
+        tmp_path,
+        trials=2,
+        run=run,
+        pruner="none",
+        cpu_seconds=full_cpu / 2,
+        study="gru-cut",
     )
     study = open_study(opts)
     for _ in range(2):
         study.enqueue_trial(params | {"lr": 0.002})
-    objective = make_objective(opts, opts.study, ResultsStore(opts.results))
+    store = ResultsStore(opts.results)
+    objective = make_objective(opts, opts.study, store)
     study.optimize(objective, n_trials=1)
     first = study.trials[0]
-    assert first.state == TrialState.COMPLETE and first.user_attrs["cpu_seconds"] > 0.1
-    assert len(first.intermediate_values) == run["max_epochs"]
-    opts.cpu_seconds = 1.5 * first.user_attrs["cpu_seconds"]  # half a trial left
+    assert first.state == TrialState.COMPLETE and first.user_attrs["cut_by_budget"] is True
+    assert 1 <= len(first.intermediate_values) < run["max_epochs"]
+    assert first.user_attrs["cpu_seconds"] < 0.9 * full_cpu  # not run to the end
+    (row,) = [r["result"] for r in store.rows(kind="trial") if r["study"] == opts.study]
+    assert row["training_budget"]["stopped_by"] == "cpu_budget"
+    assert first.value == row["metrics"]["valid"]["ndcg@10"]  # the best epoch's score
+    assert first.value == pytest.approx(max(first.intermediate_values.values()))
+    assert "training ended by the CPU budget" in trial_line(first, first, "ndcg@10")
+
+    opts.cpu_seconds = first.user_attrs["cpu_seconds"] + full_cpu / 2  # half a trial left
     study.optimize(objective, n_trials=1)
     cut = study.trials[1]
     assert cut.state == TrialState.PRUNED and cut.user_attrs["cut_by_budget"] is True
     assert len(cut.intermediate_values) < run["max_epochs"]
-    assert cut.user_attrs["cpu_seconds"] < first.user_attrs["cpu_seconds"]
+    assert cut.user_attrs["cpu_seconds"] < full_cpu
     assert "ended by the CPU budget" in trial_line(cut, first, "ndcg@10")
+
+
+@pytest.mark.slow
+def test_a_best_trial_the_budget_cut_short_is_trained_again_as_its_final(
+    planted, tmp_path, monkeypatch
+):
+    """A final run trains to its own stopping rule. When the budget ended the best trial's
+    training, that training is not the final at its seed: seed 0 trains afresh, and the
+    budget says the best trial was cut."""
+    import bench.sweep
+
+    monkeypatch.setattr(bench.sweep, "BUDGET_CHECK_SECONDS", 0.0)
+    run = {"max_epochs": 8, "patience": 8}
+    opts = _opts(planted, tmp_path, trials=1, run=run, pruner="none", cpu_seconds=1e-3)
+    outcome = sweep(opts)
+    assert outcome["budget"]["best_cut_by_budget"] is True
+    (final,) = outcome["finals"]
+    assert "same_run_as" not in final
+    assert final["epochs"] == run["max_epochs"]
+    trial = open_study(opts).trials[0]
+    assert trial.user_attrs["cut_by_budget"] and len(trial.intermediate_values) == 1
+    assert "(its best trial's training ended by the CPU budget" in _budget_cell(final["budget"])
 
 
 def test_a_search_without_progress_stops_as_converged(planted, tmp_path):

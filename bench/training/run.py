@@ -787,6 +787,9 @@ def _stopped_by(trainer, stopping, config) -> str:
     from lightning.pytorch.callbacks import Timer
 
     timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    ended = [c.stopped_by for c in trainer.callbacks if getattr(c, "stopped_by", None)]
+    if ended:  # a callback of the caller's ended training and says why (a sweep's budget)
+        return ended[0]
     if stopping.stopped_epoch:
         return "patience"
     if timers and timers[0].time_remaining("train") <= 0:
