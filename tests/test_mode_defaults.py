@@ -15,7 +15,7 @@ from bench.training.run import run_id_for
 
 PREFIX_DEFAULTS = {"batch_size": 256, "lr": 1e-3, "patience": 5, "max_epochs": 30}
 SEQUENCE_RECIPE = {"batch_size": 64, "lr": 2e-3, "patience": 10, "max_epochs": 150}
-SHIPPED_ON_SEQUENCES = {"gru4rec", "sasrec"}
+SHIPPED_ON_SEQUENCES = {"gru4rec", "lstm", "sasrec"}
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ def test_every_model_resolves_to_its_modes_settings(model):
 
 def test_the_shipped_defaults_are_the_measured_ones():
     """Sequences only where BENCHMARKS.md shows them at prefix accuracy on ml-100k and
-    diginetica-dynamicrec: gru4rec and sasrec; not narm nor bert4rec (lower on ml-100k),
-    nor lstm (undecided)."""
+    diginetica-dynamicrec: gru4rec, lstm and sasrec; not narm nor bert4rec (lower on
+    ml-100k)."""
     modes = {m: getattr(get_model_class(m), "default_training", None) for m in list_models()}
     assert {m for m, mode in modes.items() if mode == "sequences"} == SHIPPED_ON_SEQUENCES
 
