@@ -108,7 +108,10 @@ def _budget_cell(budget: dict) -> str:
     if budget.get("stopped_by"):
         text += f", stopped by {STOP_TEXT.get(budget['stopped_by'], budget['stopped_by'])}"
     if budget.get("best_cut_by_budget"):
-        text += " (its best trial's training ended by the CPU budget, at its best epoch so far)"
+        text += " (its best trial's training ended by the CPU budget, at its best epoch so far"
+        if budget.get("best_cut_after_epochs"):
+            text += f", after {budget['best_cut_after_epochs']} epochs: the finals' cap"
+        text += ")"
     return text
 
 

@@ -610,9 +610,10 @@ def test_the_cpu_budget_ends_a_trial_that_outlasts_it(planted, tmp_path, monkeyp
 def test_a_best_trial_the_budget_cut_short_is_trained_again_as_its_final(
     planted, tmp_path, monkeypatch
 ):
-    """A final run trains to its own stopping rule. When the budget ended the best trial's
-    training, that training is not the final at its seed: seed 0 trains afresh, and the
-    budget says the best trial was cut."""
+    """When the budget ended the best trial's training (its last epoch perhaps partial),
+    that training is not the final at its seed: seed 0 trains afresh, for at most the
+    epochs the trial trained (the default's 8 would make the finals' cost unbounded), and
+    the budget says the best trial was cut, and after how many epochs."""
     import bench.sweep
 
     monkeypatch.setattr(bench.sweep, "BUDGET_CHECK_SECONDS", 0.0)
@@ -622,10 +623,12 @@ def test_a_best_trial_the_budget_cut_short_is_trained_again_as_its_final(
     assert outcome["budget"]["best_cut_by_budget"] is True
     (final,) = outcome["finals"]
     assert "same_run_as" not in final
-    assert final["epochs"] == run["max_epochs"]
     trial = open_study(opts).trials[0]
     assert trial.user_attrs["cut_by_budget"] and len(trial.intermediate_values) == 1
-    assert "(its best trial's training ended by the CPU budget" in _budget_cell(final["budget"])
+    assert final["run_config"]["max_epochs"] == 1 and final["epochs"] == 1
+    assert outcome["budget"]["best_cut_after_epochs"] == 1
+    cell = _budget_cell(final["budget"])
+    assert "ended by the CPU budget, at its best epoch so far, after 1 epochs" in cell
 
 
 def test_a_search_without_progress_stops_as_converged(planted, tmp_path):
