@@ -893,6 +893,8 @@ def sweep(opts: SweepOptions) -> dict:
         # finals that reach that cap "(cap)".
         best_dir = None
         extra["max_epochs"] = _epochs_trained(best_run, best)
+        if (opts.run.min_epochs or 0) > extra["max_epochs"]:  # the cut came before min_epochs
+            extra["min_epochs"] = extra["max_epochs"]
         budget["best_cut_after_epochs"] = extra["max_epochs"]
     annotations = {
         "study": study.study_name,

@@ -617,7 +617,7 @@ def test_a_best_trial_the_budget_cut_short_is_trained_again_as_its_final(
     import bench.sweep
 
     monkeypatch.setattr(bench.sweep, "BUDGET_CHECK_SECONDS", 0.0)
-    run = {"max_epochs": 8, "patience": 8}
+    run = {"max_epochs": 8, "patience": 8, "min_epochs": 4}  # the cut comes before epoch 4
     opts = _opts(planted, tmp_path, trials=1, run=run, pruner="none", cpu_seconds=1e-3)
     outcome = sweep(opts)
     assert outcome["budget"]["best_cut_by_budget"] is True
@@ -626,6 +626,7 @@ def test_a_best_trial_the_budget_cut_short_is_trained_again_as_its_final(
     trial = open_study(opts).trials[0]
     assert trial.user_attrs["cut_by_budget"] and len(trial.intermediate_values) == 1
     assert final["run_config"]["max_epochs"] == 1 and final["epochs"] == 1
+    assert final["run_config"]["min_epochs"] == 1
     assert outcome["budget"]["best_cut_after_epochs"] == 1
     cell = _budget_cell(final["budget"])
     assert "ended by the CPU budget, at its best epoch so far, after 1 epochs" in cell
