@@ -886,11 +886,8 @@ def sweep(opts: SweepOptions) -> dict:
     best_run = _trial_result(store, opts.dataset, study.study_name, best)
     best_dir = Path(best_run["run_dir"]) if best_run and best_run.get("run_dir") else None
     if cut:
-        # The budget ended the best trial's training; its last epoch may be partial, so it
-        # is no final's run. Each final trains as the search trained it, at most as many
-        # epochs (a longer cap would make the finals' cost unbounded: a slow first draw of
-        # srgnn on ml-100k, lr 2e-4, still improved after 38 minutes). The table marks
-        # finals that reach that cap "(cap)".
+        # Its last epoch may be partial, so it is no final's run; each final trains at most
+        # the epochs the search trained it, so the finals' cost stays bounded too.
         best_dir = None
         extra["max_epochs"] = _epochs_trained(best_run, best)
         if (opts.run.min_epochs or 0) > extra["max_epochs"]:  # the cut came before min_epochs
