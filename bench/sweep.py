@@ -3,8 +3,9 @@
 One study per (model, data set, protocol, target). Workers — processes on this machine,
 one per GPU, or `bench sweep` commands elsewhere — share it through one storage URL.
 Heartbeats mark the trial of a killed worker as stale and a copy of it is queued again,
-so a study ends with the requested number of finished (complete or pruned) trials, or
-earlier when its CPU-seconds budget is spent or the search has converged. Every trial draws
+which continues from the killed trial's last checkpoint, so a study ends with the
+requested number of finished (complete or pruned) trials, or earlier when its
+CPU-seconds budget is spent or the search has converged. Every trial draws
 from its own seed, so neither parallel workers nor a continued sweep repeat one another.
 After the search the best configuration is trained and tested with several seeds; those
 runs are the study's result in the results store, each with the budget that produced it.
@@ -153,7 +154,8 @@ def open_storage(opts: SweepOptions) -> optuna.storages.RDBStorage:
                 heartbeat_interval=opts.heartbeat,
                 grace_period=2 * opts.heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=3
+                    max_retry=3,
+                    inherit_intermediate_values=True,  # the retry continues it
                 ),
                 engine_kwargs=engine_kwargs,
             )
@@ -446,6 +448,39 @@ def pruning_callback(trial: optuna.Trial, monitor: str):
     return FitPruning(trial, monitor=monitor)
 
 
+def spend_callback(trial: optuna.Trial, started: float):
+    """Records the trial's CPU seconds on it after every training epoch, when its
+    checkpoint is written: a worker killed later (a campaign stopped with its session)
+    leaves them for the retry that continues from that checkpoint."""
+    import lightning as L
+
+    class RecordSpend(L.Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.state.fn == "fit" and not trainer.sanity_checking:
+                trial.set_user_attr("cpu_seconds", cpu_clock() - started)
+
+    return RecordSpend()
+
+
+def _checkpointed_attempt(trial: optuna.Trial, runs_dir: str) -> Path | None:
+    """The run folder of the killed attempt this trial retries, where it saved a
+    checkpoint: the retry continues it instead of training those epochs again (an hour
+    and more a trial on the session sets, lost at every stop of a campaign before)."""
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    with warnings.catch_warnings():  # "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+    if not history:
+        return None
+    from bench.training.run import checkpoint_epochs
+
+    folder = Path(runs_dir) / f"trial-{history[-1]}"  # a retry of a retry holds its copy
+    try:  # none yet, or cut off mid-write by the kill: the retry starts afresh
+        return folder if checkpoint_epochs(folder / "checkpoints" / "last.ckpt") else None
+    except ConfigError:
+        return None
+
+
 BUDGET_CHECK_SECONDS = 5.0  # CPU seconds of training between looks at the study's spend
 
 
@@ -493,7 +528,8 @@ def cpu_clock() -> float:
 
 
 def cpu_spent(trials) -> float:
-    """CPU seconds recorded on the given trials (a killed worker's trial recorded none)."""
+    """CPU seconds recorded on the given trials. A killed worker's trial is FAILed and
+    never passed here: its retry carries the seconds of the epochs it continues."""
     return float(sum(t.user_attrs.get("cpu_seconds") or 0.0 for t in trials))
 
 
@@ -560,7 +596,11 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
         if surplus:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(surplus)
-        started = cpu_clock()
+        killed = _checkpointed_attempt(trial, runs_dir) if model_cls.neural else None
+        # a retry continuing a killed attempt's checkpoint counts that attempt's CPU
+        # seconds (recorded by `spend_callback`, copied onto the retry) once, as its own
+        inherited = float(trial.user_attrs.get("cpu_seconds") or 0.0) if killed else 0.0
+        started = cpu_clock() - inherited
         spent = None  # set once the trial's result is in
 
         def budget_spent(result: dict) -> dict:
@@ -590,6 +630,9 @@ def make_objective(opts: SweepOptions, study_name: str, store: ResultsStore):
             callbacks = []
             if model_cls.neural:
                 callbacks.append(pruning_callback(trial, f"val/{monitor}"))
+                callbacks.append(spend_callback(trial, started))
+                if killed is not None:
+                    extra["resume"] = True  # execute copies that checkpoint into this trial
                 if opts.cpu_seconds is not None:
                     callbacks.append(budget_cut_callback(trial, opts, started))
             config = _run_config(

@@ -35,6 +35,7 @@ from bench.sweep import (
     FINISHED,
     SurplusTrial,
     SweepOptions,
+    _checkpointed_attempt,
     make_objective,
     open_study,
     results_url,
@@ -360,6 +361,95 @@ def test_an_interrupted_sweep_continues_when_run_again(planted, tmp_path):
     assert [(r["id"], r["created_at"]) for r in store.rows()] == [
         (r["id"], r["created_at"]) for r in rows
     ]  # no final run repeated, nothing rewritten
+
+
+# The worker below kills itself at the start of trial 0's third epoch, once two epochs
+# are checkpointed and their CPU seconds recorded: a campaign stopped with its session.
+_KILLED_AT_EPOCH_2 = """
+import os, signal, sys
+import bench.sweep as sweep
+from bench.cli import app
+
+recording = sweep.spend_callback
+
+
+def spend_then_die(trial, started):
+    class Die(recording(trial, started).__class__):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trial.number == 0 and trainer.current_epoch == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return Die()
+
+
+sweep.spend_callback = spend_then_die
+app(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(HANG_S)
+def test_the_retry_of_a_killed_trial_continues_its_checkpoint_and_counts_its_cpu_once(
+    planted, tmp_path
+):
+    """A trial killed after 2 of 4 epochs is retried from its last checkpoint: the retry
+    trains the 2 epochs left, carries the killed epochs' scores (so the pruner and the
+    trial line see all 4) and their CPU seconds, which the budget then counts once."""
+    args = _cli_args(
+        planted,
+        tmp_path,
+        "gru4rec",
+        study="killed-then-continued",
+        trials=1,
+        extra=["--set", "patience=10"],
+    )
+    args[args.index("max_epochs=1")] = "max_epochs=4"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_EPOCH_2, *args], capture_output=True, text=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (attempt,) = _study_trials(_storage(str(tmp_path / "optuna.db")), "killed-then-continued")
+    assert attempt.state == TrialState.RUNNING  # as a killed worker leaves it
+    assert sorted(attempt.intermediate_values) == [0, 1]
+    killed_cpu = attempt.user_attrs["cpu_seconds"]
+    assert killed_cpu > 0
+
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    study = optuna.load_study(
+        study_name="killed-then-continued", storage=_storage(str(tmp_path / "optuna.db"))
+    )
+    first, retry = study.trials
+    assert first.state == TrialState.FAIL
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == 0
+    assert sorted(retry.intermediate_values) == [0, 1, 2, 3]
+    assert retry.user_attrs["cpu_seconds"] > killed_cpu  # the killed epochs', then its own
+    (row,) = ResultsStore(tmp_path / "results.db").rows(kind="trial")
+    assert row["run_id"] == "trial-1" and row["result"]["continued_from"] == "trial-0"
+    assert row["result"]["epochs"] == 4
+    (final,) = ResultsStore(tmp_path / "results.db").rows(kind="final")
+    assert final["result"]["budget"]["cpu_seconds"] == pytest.approx(
+        retry.user_attrs["cpu_seconds"]
+    )
+
+
+def test_a_retry_starts_afresh_when_the_killed_attempt_left_no_readable_checkpoint(tmp_path):
+    """A kill before the first epoch ended, or during a checkpoint's write, leaves nothing
+    to continue: the retry trains from the start instead of failing the sweep."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING, system_attrs={"failed_trial": 0, "retry_history": [0]}
+        )
+    )
+    retry = optuna.Trial(study, study.trials[0]._trial_id)
+    assert _checkpointed_attempt(retry, str(tmp_path)) is None  # no folder at all
+    (tmp_path / "trial-0" / "checkpoints").mkdir(parents=True)
+    last = tmp_path / "trial-0" / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"PK\x03\x04 cut off")
+    assert _checkpointed_attempt(retry, str(tmp_path)) is None
+    torch.save({"epoch": 1}, last)
+    assert _checkpointed_attempt(retry, str(tmp_path)) == tmp_path / "trial-0"
 
 
 # ---------------------------------------------------------------- pruning, exact counts
