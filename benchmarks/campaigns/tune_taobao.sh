@@ -30,12 +30,15 @@ tune() {  # group, models, extra settings...
     >> "runs/tune-taobao-$group.log" 2>&1
 }
 
+sequence() { tune sequence gru4rec,lstm,bert4rec,sasrec,narm --set min_epochs=10; }
+prefix() { tune prefix stamp,srgnn,gcsan,gnn_lstm; }
+
 case $GROUP in
-  sequence) tune sequence gru4rec,lstm,bert4rec,sasrec,narm --set min_epochs=10 ;;
-  prefix) tune prefix stamp,srgnn,gcsan,gnn_lstm ;;
+  sequence) sequence ;;
+  prefix) prefix ;;
   both)
-    tune sequence gru4rec,lstm,bert4rec,sasrec,narm --set min_epochs=10 &
-    tune prefix stamp,srgnn,gcsan,gnn_lstm &
+    sequence &
+    prefix &
     wait
     ;;
   *)
